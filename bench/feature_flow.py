@@ -1,0 +1,198 @@
+"""Feature flow throughput and event-to-Redis latency, next to raw Kafka pass-through.
+
+Everything runs in one go on the same embedded broker and Redis:
+
+1. pass-through: a confluent-kafka consumer reads the backlog and produces every
+   record to another topic with confirmed delivery (the floor any Python Kafka
+   job pays on this machine);
+2. backlog: `jukebox run` (1 process) drains the same backlog into Redis; the
+   throughput is measured from the process's own `jukebox_events_in_total`;
+3. latency: events are produced at a fixed rate with event time = send time, and
+   each jukebox's latency is its Redis `_written_ms` minus the send time of its last
+   event (p50/p99 over jukeboxes).
+
+    python -m bench.feature_flow [--events 200000] [--jukeboxes 200000] [--rate 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from dataflows.local_stack import LocalStack, create_topics
+from dataflows.records import RawRecord
+from schemas.events import PaymentEvent, PlayEvent
+from schemas.topics import Topics, TopicSpec
+from tests.integration.flow_process import FlowProcess, produce_records
+
+console = Console()
+
+
+def synthetic_records(topics: Topics, count: int, jukeboxes: int, start: datetime, seed: int,
+                      spacing_s: float) -> list[RawRecord]:
+    """Plays (80%) and payments (20%) over many jukeboxes; arrival = event time + 2 s."""
+    rnd = random.Random(seed)
+    records = []
+    for i in range(count):
+        jb = f"jb-{rnd.randrange(jukeboxes)}"
+        at = start + timedelta(seconds=i * spacing_s)
+        if rnd.random() < 0.8:
+            event = PlayEvent(event_id=f"p{seed}-{i}", jukebox_id=jb, venue_id="v1",
+                              song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
+                              payment_id=f"pay{i}")
+            topic = topics.plays
+        else:
+            event = PaymentEvent(event_id=f"m{seed}-{i}", payment_id=f"pay{i}", jukebox_id=jb,
+                                 venue_id="v1", customer_id=f"c{rnd.randrange(jukeboxes // 2)}",
+                                 amount="20", currency="KES", method="mobile_money",
+                                 status="succeeded", occurred_at=at)
+            topic = topics.payments
+        records.append(RawRecord(topic, jb.encode(), event.model_dump_json().encode(), None, None,
+                                 int(at.timestamp() * 1000) + 2000))
+    return records
+
+
+def passthrough_rate(bootstrap: str, topics: Topics, total: int) -> float:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                         "compression.type": "lz4"})
+    metadata = consumer.list_topics(timeout=10).topics
+    consumer.assign([TopicPartition(t, p, 0) for t in (topics.plays, topics.payments)
+                     for p in metadata[t].partitions])
+    out = "bench.passthrough"
+    failures: list = []
+    seen = 0
+    started = time.perf_counter()
+    while seen < total:
+        for message in consumer.consume(1000, 1.0):
+            if message.error():
+                continue
+            while True:
+                try:
+                    producer.produce(out, message.value(), message.key(),
+                                     on_delivery=lambda err, _m: err and failures.append(err))
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            seen += 1
+        producer.poll(0)
+    producer.flush(60)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    assert not failures, failures[:3]
+    return total / elapsed
+
+
+def events_in(metrics_url: str) -> float:
+    try:
+        text = urllib.request.urlopen(metrics_url, timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(s.value for fam in text_string_to_metric_families(text)
+               if fam.name == "jukebox_events_in" for s in fam.samples if s.name.endswith("_total"))
+
+
+def drain_rate(flow: FlowProcess, total: int, timeout_s: float = 600) -> tuple[float, float]:
+    url = f"http://127.0.0.1:{flow.metrics_port}/metrics"
+    first_at = first_count = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        flow.assert_running()
+        count = events_in(url)
+        now = time.monotonic()
+        if first_at is None and count > 0:
+            first_at, first_count = now, count
+        if count >= total:
+            return (count - first_count) / (now - first_at), now - first_at
+        time.sleep(0.1)
+    raise TimeoutError(f"flow did not drain {total} events in {timeout_s}s")
+
+
+def latency_ms(bootstrap: str, flow: FlowProcess, client: redis.Redis, topics: Topics, rate: int,
+               seconds: int, jukeboxes: int) -> list[float]:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    rnd = random.Random(99)
+    last_sent: dict[str, int] = {}
+    started = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - started < seconds:
+        due = int((time.perf_counter() - started) * rate)
+        while sent < due:
+            now = datetime.now(UTC)
+            jb = f"lat-{rnd.randrange(jukeboxes)}"
+            event = PlayEvent(event_id=f"lat-{sent}", jukebox_id=jb, venue_id="v1", song_id="s1",
+                              played_at=now, credits_used=1, payment_id="x")
+            ms = int(now.timestamp() * 1000)
+            producer.produce(topics.plays, event.model_dump_json().encode(), jb.encode(), timestamp=ms)
+            last_sent[jb] = ms
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    producer.flush(30)
+    time.sleep(3)  # let the last micro-batches land
+    pipe = client.pipeline(transaction=False)
+    ids = sorted(last_sent)
+    for jb in ids:
+        pipe.hget(f"{flow.key_prefix}:device:v1:{jb}", "_written_ms")
+    written = pipe.execute()
+    return [int(w) - last_sent[jb] for jb, w in zip(ids, written, strict=True) if w is not None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--jukeboxes", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=5_000, help="events/s during the latency phase")
+    parser.add_argument("--latency-seconds", type=int, default=20)
+    args = parser.parse_args()
+
+    with LocalStack() as stack, tempfile.TemporaryDirectory() as workdir:
+        topics = Topics("bench.")
+        create_topics({"bootstrap.servers": stack.kafka_bootstrap},
+                      [*topics.specs(), TopicSpec("bench.passthrough", 8, False, "-", "-")])
+        start = datetime.now(UTC) - timedelta(hours=2)
+        console.print(f"producing {args.events:,} events over {args.jukeboxes:,} jukeboxes ...")
+        produce_records(stack.kafka_bootstrap,
+                        synthetic_records(topics, args.events, args.jukeboxes, start, 1, 0.02))
+        raw = passthrough_rate(stack.kafka_bootstrap, topics, args.events)
+        client = redis.Redis.from_url(stack.redis_url)
+        flow = FlowProcess(stack.kafka_bootstrap, stack.redis_url, topics, "bench", Path(workdir),
+                           snapshot_interval_s=5.0).start()
+        try:
+            flow_rate, seconds = drain_rate(flow, args.events)
+            latencies = latency_ms(stack.kafka_bootstrap, flow, client, topics, args.rate,
+                                   args.latency_seconds, jukeboxes=50_000)
+        finally:
+            flow.stop()
+        used_memory = client.info("memory")["used_memory"]
+        keys = client.dbsize()
+
+    table = Table(title="feature flow vs raw Kafka pass-through (same broker, same run, 1 process)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("raw pass-through (consume+produce, confirmed)", f"{raw:,.0f} ev/s")
+    table.add_row("feature flow: backlog drain", f"{flow_rate:,.0f} ev/s ({seconds:.1f}s)")
+    table.add_row("ratio flow / pass-through", f"{flow_rate / raw:.2f}")
+    table.add_row("fleet peak target", "20,000 ev/s")
+    if latencies:
+        q = statistics.quantiles(latencies, n=100)
+        table.add_row(f"event→Redis latency at {args.rate:,} ev/s (p50 / p99)",
+                      f"{statistics.median(latencies):,.0f} / {q[98]:,.0f} ms")
+    table.add_row("Redis memory per key (device+customer)", f"{used_memory / max(keys, 1):,.0f} B")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

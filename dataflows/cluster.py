@@ -1,0 +1,36 @@
+"""Entrypoint of one process of a Bytewax cluster (Kubernetes: deploy/k8s/statefulset.yaml).
+
+    python -m bytewax.run dataflows.cluster:flow -i <process id> -a "<host:port;...>" \\
+        -w <workers> -r <recovery dir> -s <snapshot s> -b <backup s>
+
+`bytewax.run` imports this module and runs its `flow`, so importing it reads the
+settings, starts this process's metrics endpoint and builds the live flow. Nothing
+else imports it: `dataflows.live` stays free of import-time side effects.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dataflows.live import ConfigurationError, live_flow
+from dataflows.metrics import start_metrics_server
+from dataflows.settings import JukeboxSettings
+
+
+def _fail(message: str) -> None:
+    print(f"jukebox cluster process cannot start: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+try:
+    settings = JukeboxSettings()
+except ValueError as exc:  # pydantic names the variable and the problem, never a secret value
+    _fail(f"invalid JUKEBOX_* configuration: {exc}")
+
+try:
+    flow = live_flow(settings)
+except ConfigurationError as exc:
+    _fail(str(exc))
+
+if settings.flow.metrics_port is not None:
+    start_metrics_server(settings.flow.metrics_port)

@@ -1,0 +1,212 @@
+"""The feature dataflow, built by one factory for every runner.
+
+The live flow (Kafka in, Redis and Kafka out), a replay (recorded files in, an
+isolated namespace out) and the tests (lists in, lists out) all call
+`build_flow` with different sources and sinks; the steps and their ids are the
+same. Step ids are permanent: Bytewax stores recovery state under them, so
+renaming one needs a migration note.
+
+    records ─ route ─┬─ admitted ─ device_inputs ─ key ─ device_features ─┬─ feature rows ─┐
+                     │                                                    └─ payments ─ key ─ customer_features ─ feature rows ─┤─ online_store
+                     └─ dead letters / late events ───────────────────────────────────── kafka_out
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from dataflows.fraud_steps import FraudConfig, PaymentForCustomer, ScoringRequest, fraud_alerts
+from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
+from dataflows.recs_step import RecsConfig, recommendation_step
+from online_store.admission import AdmissionPolicy
+from online_store.customer import CustomerPayment, update_customer
+from online_store.device import update_device
+from online_store.feature_row import FeatureRow
+from online_store.venues import venue_assignments
+from schemas.decoding import DecodeLimits
+from schemas.events import VenueRegistration
+from schemas.topics import Topics
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    topics: Topics = Topics()
+    limits: DecodeLimits = DecodeLimits()
+    admission: AdmissionPolicy = AdmissionPolicy()
+    fraud: FraudConfig | None = None  # None: features only
+    recs: RecsConfig | None = None  # None: no recommendation updates
+
+
+@dataclass
+class FlowObservers:
+    """Hooks for metrics; all optional so tests and replays can run without them."""
+
+    on_routed: Callable[[list[tuple[RawRecord, Admitted | OutMessage]]], None] | None = None
+    on_entities: Callable[[str, int], None] | None = None
+
+
+@dataclass
+class FlowOutputs:
+    features: Sink[FeatureRow]
+    kafka: Sink[OutMessage]
+    extra_steps: list[Callable[[Stream[FeatureRow], Stream[OutMessage]], Stream[OutMessage]]] = field(
+        default_factory=list
+    )
+
+
+def as_raw_record(item: Any) -> RawRecord:
+    """Kafka source messages become RawRecords; recorded/test RawRecords pass through."""
+    if isinstance(item, RawRecord):
+        return item
+    timestamp = item.timestamp[1] if item.timestamp and item.timestamp[0] else None
+    if timestamp is None:
+        raise ValueError(f"record {item.topic}/{item.partition}@{item.offset} has no timestamp")
+    return RawRecord(item.topic, item.key, item.value, item.partition, item.offset, timestamp)
+
+
+class _PickledStateLogic(op.StatefulBatchLogic):
+    """Holds one entity's pure state; snapshots are pickled bytes, so they are immutable."""
+
+    update: Callable = staticmethod(lambda state, item: (state, []))
+
+    def __init__(self, resume: bytes | None) -> None:
+        self.state = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        outputs: list = []
+        state = self.state
+        for value in values:
+            state, emitted = type(self).update(state, value)
+            outputs.extend(emitted)
+        self.state = state
+        return outputs, op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class DeviceLogic(_PickledStateLogic):
+    """Device features; with scoring on, also what to score after each event."""
+
+    def __init__(self, resume: bytes | None, scoring: bool) -> None:
+        super().__init__(resume)
+        self.scoring = scoring
+
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        outputs: list = []
+        state = self.state
+        for value in values:
+            state, emitted = update_device(state, value)
+            row = payment = None
+            for item in emitted:
+                if isinstance(item, FeatureRow):
+                    row = item
+                    outputs.append(item)
+                elif isinstance(item, CustomerPayment):
+                    payment = item
+                else:
+                    outputs.append(item)
+            if not self.scoring or row is None:
+                if payment is not None:
+                    outputs.append(payment)
+                continue
+            venue = state.venue.venue_id if state.venue is not None else None
+            if payment is not None:
+                outputs.append(PaymentForCustomer(payment, row.values, venue, row.as_of))
+            else:
+                outputs.append(ScoringRequest(row.entity_id, venue, None, row.as_of, row.values))
+        self.state = state
+        return outputs, op.StatefulBatchLogic.RETAIN
+
+
+class CustomerLogic(_PickledStateLogic):
+    """Customer features; a payment carrying its device row is scored on both."""
+
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        outputs: list = []
+        state = self.state
+        for value in values:
+            if isinstance(value, PaymentForCustomer):
+                state, rows = update_customer(state, value.payment)
+                outputs.extend(rows)
+                if rows:
+                    payment = value.payment
+                    outputs.append(ScoringRequest(
+                        payment.jukebox_id, value.venue_id, payment.customer_id, value.device_as_of,
+                        {**value.device_values, **rows[-1].values}))
+            else:
+                state, rows = update_customer(state, value)
+                outputs.extend(rows)
+        self.state = state
+        return outputs, op.StatefulBatchLogic.RETAIN
+
+
+def _customer_of(item: object) -> str:
+    return item.payment.customer_id if isinstance(item, PaymentForCustomer) else item.customer_id
+
+
+def device_inputs(admitted: Admitted) -> list:
+    event = admitted.event
+    if isinstance(event, VenueRegistration):
+        return venue_assignments(event)
+    return [event]
+
+
+def build_flow(
+    name: str,
+    source: Source,
+    outputs: FlowOutputs,
+    config: FlowConfig = FlowConfig(),
+    observers: FlowObservers = FlowObservers(),
+) -> Dataflow:
+    flow = Dataflow(name)
+    contracts = contracts_by_topic(config.topics)
+    on_routed = observers.on_routed
+
+    def route_batch(batch: list) -> list:
+        pairs = []
+        for item in batch:
+            raw = as_raw_record(item)
+            pairs.append((raw, route_record(raw, contracts, config.topics, config.limits, config.admission)))
+        if on_routed is not None:
+            on_routed(pairs)  # once per batch: metrics cost must not scale per event
+        return [result for _raw, result in pairs]
+
+    records = op.input("records", flow, source)
+    routed = op.flat_map_batch("route", records, route_batch)
+    split = op.branch("split_admitted", routed, lambda item: isinstance(item, Admitted))
+    device_items = op.flat_map("device_inputs", split.trues, device_inputs)
+    keyed = op.key_on("key_device", device_items, lambda item: item.jukebox_id)
+    scoring = config.fraud is not None
+    device_out = op.key_rm("device_out", op.stateful_batch(
+        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring)))
+    by_kind = op.branch("split_device_out", device_out, lambda item: isinstance(item, FeatureRow))
+    device_rows = by_kind.trues
+    to_score = op.branch("split_device_scoring", by_kind.falses,
+                         lambda item: isinstance(item, ScoringRequest))
+    keyed_payments = op.key_on("key_customer", to_score.falses, _customer_of)
+    customer_out = op.key_rm(
+        "customer_out", op.stateful_batch("customer_features", keyed_payments, CustomerLogic)
+    )
+    customer_split = op.branch("split_customer_out", customer_out,
+                               lambda item: isinstance(item, FeatureRow))
+    rows = op.merge("feature_rows", device_rows, customer_split.trues)
+    op.output("online_store", rows, outputs.features)
+    kafka_streams = [split.falses]
+    if config.fraud is not None:
+        requests = op.merge("scoring_requests", to_score.trues, customer_split.falses)
+        kafka_streams.append(fraud_alerts(requests, config.fraud, config.topics))
+    if config.recs is not None:
+        kafka_streams.append(recommendation_step(split.trues, config.recs, config.topics))
+    for extra in outputs.extra_steps:
+        kafka_streams.append(extra(device_rows, split.falses))
+    op.output("kafka_out", op.merge("kafka_messages", *kafka_streams), outputs.kafka)
+    return flow

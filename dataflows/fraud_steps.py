@@ -1,0 +1,249 @@
+"""Fraud scoring in the flow: batch ONNX scoring, per-jukebox decisions, River per window.
+
+    scoring requests ─ fraud_score (stateless, one ONNX call per batch)
+                     ─ key by jukebox ─ fraud_decide (rules, sustain, decide, cooldown) ─┬─ alerts
+                                                                                          └─ closed 5-min windows
+                     ─ key "device" ─ fraud_anomaly (one River detector per entity class) ─ alerts
+
+A scoring request is one feature row after one event: the device row after a play
+or location report, or the device row merged with the paying customer's row after
+a payment. Every decision runs on event time (windows, cooldowns, sustain), so a
+replay reaches the same alerts; only `emitted_at` comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from dataflows.records import OutMessage
+from models.anomaly import DeviceAnomalyDetector
+from models.decision import (
+    CooldownState,
+    DecisionPolicy,
+    decide,
+    update_cooldown,
+)
+from models.fraud_scorer import FraudScorer
+from models.rules import RulePolicy, SustainState, rule_hits, sustained_hits
+from schemas.outputs import FraudAlert
+from schemas.topics import Topics
+
+ANOMALY_WINDOW_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringRequest:
+    jukebox_id: str
+    venue_id: str | None
+    customer_id: str | None
+    event_time: datetime  # the jukebox's clock after the event
+    features: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    request: ScoringRequest
+    model_score: float | None
+    model_versions: dict[str, str]
+    model_threshold: float | None = None  # chosen at training; overrides the policy's
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentForCustomer:
+    """A payment on its way to the customer step, carrying the device row it produced,
+    so the payment is scored on device and customer features together."""
+
+    payment: object  # online_store.customer.CustomerPayment
+    device_values: Mapping[str, object]
+    venue_id: str | None
+    device_as_of: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """A jukebox's last features in a 5-minute event-time window that has ended."""
+
+    jukebox_id: str
+    venue_id: str | None
+    window_start_s: int
+    features: Mapping[str, object]
+    alerted: bool
+
+
+@dataclass
+class FraudConfig:
+    """What the fraud steps need; built once per process by the runner.
+
+    `scorer(now)` returns the scorer to use for a batch (a ChampionWatcher's `poll`,
+    or a fixed scorer), or None before any model is available (rules still run).
+    `emitted_at(event_time)` stamps alerts: the wall clock live, event time in replays.
+    """
+
+    scorer: Callable[[datetime], FraudScorer | None]
+    emitted_at: Callable[[datetime], datetime]
+    now: Callable[[], datetime]
+    rules: RulePolicy = field(default_factory=RulePolicy)
+    decisions: DecisionPolicy = field(default_factory=DecisionPolicy)
+    anomaly: Callable[[], DeviceAnomalyDetector] | None = DeviceAnomalyDetector
+    keep_policy_threshold: bool = False  # True: `decisions.model_threshold` beats the model's
+    on_alert: Callable[[FraudAlert], None] | None = None
+    on_scored: Callable[[FraudScorer, float], None] | None = None  # (scorer, seconds)
+
+
+def alert_message(alert: FraudAlert, topics: Topics) -> OutMessage:
+    return OutMessage(topics.fraud_alerts, alert.jukebox_id.encode(), alert.model_dump_json().encode(),
+                      [("jukebox.alert_id", alert.alert_id.encode())])
+
+
+@dataclass(slots=True)
+class DecisionState:
+    sustain: SustainState | None = None
+    cooldown: CooldownState | None = None
+    window_start_s: int | None = None
+    window_features: Mapping[str, object] | None = None
+    window_venue: str | None = None
+    window_alerted: bool = False
+
+
+_POLICIES: dict[tuple[int, float | None], DecisionPolicy] = {}
+
+
+def _policy(config: FraudConfig, model_threshold: float | None) -> DecisionPolicy:
+    """The configured policy, with the model's own threshold when it carries one."""
+    key = (id(config), model_threshold)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = config.decisions
+        if model_threshold is not None and not config.keep_policy_threshold:
+            policy = replace(policy, model_threshold=model_threshold)
+        _POLICIES[key] = policy
+    return policy
+
+
+def decide_scored(
+    state: DecisionState | None, scored: Scored, config: FraudConfig, topics: Topics
+) -> tuple[DecisionState, list]:
+    """Rules, sustain, decide and cooldown for one scored row of one jukebox."""
+    state = state or DecisionState()
+    request = scored.request
+    outputs: list = []
+    t = int(request.event_time.timestamp())
+    window = t - t % ANOMALY_WINDOW_S
+    if state.window_start_s is not None and window > state.window_start_s:
+        outputs.append(ClosedWindow(request.jukebox_id, state.window_venue, state.window_start_s,
+                                    state.window_features or {}, state.window_alerted))
+        state.window_alerted = False
+    if state.window_start_s is None or window >= state.window_start_s:
+        state.window_start_s, state.window_features = window, request.features
+        state.window_venue = request.venue_id
+    hits = rule_hits(request.features, config.rules)
+    state.sustain, passed = sustained_hits(state.sustain, hits, request.event_time)
+    alert = decide(request.jukebox_id, request.venue_id, request.event_time, request.features,
+                   scored.model_score, None, passed, _policy(config, scored.model_threshold),
+                   scored.model_versions, config.emitted_at(request.event_time),
+                   customer_id=request.customer_id)
+    if alert is not None:
+        state.cooldown, emit = update_cooldown(state.cooldown, alert)
+        if emit:
+            state.window_alerted = window == state.window_start_s
+            outputs.append(alert_message(alert, topics))
+            if config.on_alert is not None:
+                config.on_alert(alert)
+    return state, outputs
+
+
+class _DecideLogic(op.StatefulBatchLogic):
+    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics) -> None:
+        self.state = pickle.loads(resume) if resume is not None else None
+        self.config, self.topics = config, topics
+
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        outputs: list = []
+        for scored in values:
+            self.state, emitted = decide_scored(self.state, scored, self.config, self.topics)
+            outputs.extend(emitted)
+        return outputs, op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass(slots=True)
+class AnomalyState:
+    detector: DeviceAnomalyDetector
+    cooldown: dict[str, CooldownState] = field(default_factory=dict)
+
+
+class _AnomalyLogic(op.StatefulBatchLogic):
+    """One detector for the whole device class: score a closed window, then learn from
+    it unless it raised an alert (so fraud does not become normal)."""
+
+    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics) -> None:
+        assert config.anomaly is not None
+        self.state = pickle.loads(resume) if resume is not None else AnomalyState(config.anomaly())
+        self.config, self.topics = config, topics
+
+    def on_batch(self, values: list[ClosedWindow]) -> tuple[list, bool]:
+        outputs: list = []
+        detector, policy = self.state.detector, self.config.decisions
+        for window in values:
+            warm = detector.is_warm
+            score = detector.score_then_learn(window.features, learn=not window.alerted)
+            if not warm or score < policy.anomaly_threshold:
+                continue
+            end = datetime.fromtimestamp(window.window_start_s + ANOMALY_WINDOW_S, tz=UTC)
+            alert = decide(window.jukebox_id, window.venue_id, end, window.features, None, score, (),
+                           policy, {"river-hst": f"{detector.n_trees}x{detector.height}"},
+                           self.config.emitted_at(end))
+            if alert is None:
+                continue
+            cooldown, emit = update_cooldown(self.state.cooldown.get(window.jukebox_id), alert)
+            self.state.cooldown[window.jukebox_id] = cooldown
+            if emit:
+                outputs.append(alert_message(alert, self.topics))
+                if self.config.on_alert is not None:
+                    self.config.on_alert(alert)
+        self._forget_old_cooldowns()
+        return outputs, op.StatefulBatchLogic.RETAIN
+
+    def _forget_old_cooldowns(self) -> None:
+        if len(self.state.cooldown) > 100_000:  # bounded: keep the most recent windows
+            newest = sorted(self.state.cooldown.items(), key=lambda kv: kv[1].window_start_s)
+            self.state.cooldown = dict(newest[-50_000:])
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: Topics) -> Stream[OutMessage]:
+    """The fraud steps; returns the stream of alert messages for the Kafka sink."""
+
+    def score_batch(batch: list[ScoringRequest]) -> list[tuple[str, Scored]]:
+        scorer = config.scorer(config.now())
+        if scorer is None:
+            return [(r.jukebox_id, Scored(r, None, {})) for r in batch]
+        started = time.perf_counter()
+        scores = scorer.score([r.features for r in batch])
+        if config.on_scored is not None:
+            config.on_scored(scorer, time.perf_counter() - started)
+        versions, threshold = scorer.model_versions, scorer.threshold
+        return [(r.jukebox_id, Scored(r, float(s), versions, threshold))
+                for r, s in zip(batch, scores, strict=True)]
+
+    scored = op.flat_map_batch("fraud_score", requests, score_batch)
+    decided = op.key_rm("fraud_decided", op.stateful_batch(
+        "fraud_decide", scored, lambda resume: _DecideLogic(resume, config, topics)))
+    split = op.branch("split_windows", decided, lambda item: isinstance(item, ClosedWindow))
+    if config.anomaly is None:
+        return split.falses
+    windows = op.key_on("key_device_class", split.trues, lambda _w: "device")
+    anomalies = op.key_rm("fraud_anomalies", op.stateful_batch(
+        "fraud_anomaly", windows, lambda resume: _AnomalyLogic(resume, config, topics)))
+    return op.merge("fraud_alert_messages", split.falses, anomalies)

@@ -1,0 +1,237 @@
+"""The live flow: Kafka in, Redis and Kafka out, metrics, recovery. The composition root.
+
+`live_flow(settings)` builds the same dataflow as the tests and replays
+(dataflows/flow.py) with real sources and sinks. `python -m bytewax.run
+dataflows.cluster:flow` (Kubernetes) or `jukebox run` (everything else) runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.connectors.kafka import KafkaSource
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from confluent_kafka import TopicPartition
+
+from dataflows.feature_sink import FeatureStoreSink
+from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
+from dataflows.fraud_steps import FraudConfig
+from dataflows.kafka_sink import ConfirmedKafkaSink
+from dataflows.metrics import METRICS, EngineMetrics
+from dataflows.records import Admitted, OutMessage, RawRecord
+from dataflows.recs_live import load_catalog, recs_config
+from dataflows.settings import JukeboxSettings
+from models.decision import DecisionPolicy
+from models.fraud_features import MODEL_NAME
+from models.fraud_scorer import ChampionWatcher, FraudScorer
+from models.recs_catalog import CatalogError
+from models.registry import FraudModelRegistry, load_onnx_file, local_tracking_uri
+from online_store.admission import AdmissionPolicy
+from online_store.redis_store import RedisFeatureStore, redis_client_from
+from online_store.store import WriteResult
+from schemas.countries import CURRENCIES
+from schemas.decoding import DecodeLimits
+from schemas.outputs import FraudAlert
+from schemas.topics import Topics
+
+LAG_REFRESH_S = 5.0
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work; the message says which and why (never a secret)."""
+
+
+def flow_config(settings: JukeboxSettings) -> FlowConfig:
+    return FlowConfig(
+        topics=Topics(settings.kafka.topic_prefix),
+        limits=DecodeLimits(max_message_bytes=settings.kafka.max_message_bytes),
+        admission=AdmissionPolicy(settings.features.allowed_lateness_s,
+                                  settings.features.max_future_skew_s),
+    )
+
+
+def _country_of(event: object) -> str | None:
+    """Payments name their currency (one per country); other events carry no country."""
+    currency = getattr(event, "currency", None)
+    return CURRENCIES[currency].code if currency in CURRENCIES else getattr(event, "country", None)
+
+
+def metrics_observers(metrics: EngineMetrics) -> FlowObservers:
+    def on_routed(pairs: list[tuple[RawRecord, Admitted | OutMessage]]) -> None:
+        counts: Counter = Counter()
+        countries: Counter = Counter()
+        rejected: Counter = Counter()
+        latest: dict[str, datetime] = {}
+        for raw, result in pairs:
+            counts[raw.topic] += 1
+            if isinstance(result, Admitted):
+                event_time = result.event.event_time
+                if raw.topic not in latest or event_time > latest[raw.topic]:
+                    latest[raw.topic] = event_time
+                country = _country_of(result.event)
+                if country is not None:
+                    countries[country] += 1
+            else:
+                reason = dict(result.headers).get("jukebox.reason", b"unknown").decode()
+                rejected[(raw.topic, reason, result.topic.endswith("late-events.v1"))] += 1
+        for topic, n in counts.items():
+            metrics.events_in.labels(topic=topic).inc(n)
+        now = datetime.now(UTC)
+        for topic, event_time in latest.items():
+            metrics.record_event_time_lag(topic, event_time, now)
+        for country, n in countries.items():
+            metrics.events_by_country.labels(country=country).inc(n)
+        for (topic, reason, late), n in rejected.items():
+            if late:
+                metrics.late_events.labels(topic=topic, reason=reason).inc(n)
+            else:
+                metrics.decode_failures.labels(topic=topic, reason=reason).inc(n)
+                metrics.dead_letters.labels(topic=topic, reason=reason).inc(n)
+
+    return FlowObservers(on_routed=on_routed)
+
+
+def observe_redis_write(metrics: EngineMetrics):
+    def observe(result: WriteResult, seconds: float) -> None:
+        metrics.redis_write_batches.inc()
+        metrics.redis_write_rows.labels(result="applied").inc(result.applied)
+        metrics.redis_write_rows.labels(result="stale").inc(result.stale)
+        metrics.redis_write_duration.observe(seconds)
+
+    return observe
+
+
+class LaggingKafkaSource(KafkaSource):
+    """Bytewax's KafkaSource (partition assignment, offsets in recovery snapshots) plus
+    consumer lag from fetch watermarks: Tansu's `list_offsets(latest)` is wrong."""
+
+    def __init__(self, *args, metrics: EngineMetrics, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        part = super().build_part(step_id, for_part, resume_state)
+        metrics, next_batch, last = self._metrics, part.next_batch, [0.0]
+        gauge = metrics.consumer_lag.labels(topic=part._topic, partition=str(part._part_idx))
+
+        def next_batch_with_lag():
+            batch = next_batch()
+            now = time.monotonic()
+            if now - last[0] >= LAG_REFRESH_S:
+                last[0] = now
+                _, high = part._consumer.get_watermark_offsets(
+                    TopicPartition(part._topic, part._part_idx), cached=True)
+                if high >= 0 and part._offset >= 0:
+                    gauge.set(max(0, high - part._offset))
+            return batch
+
+        part.next_batch = next_batch_with_lag
+        return part
+
+
+def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConfig:
+    """Rules always; the model from MLflow (`models:/...@champion`, followed and hot-swapped)
+    or a local ONNX file; River on closed device windows."""
+    uri = settings.models.fraud_model_uri
+    if uri.startswith("models:/"):
+        tracking = settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
+        watcher = ChampionWatcher(FraudModelRegistry(tracking), settings.models.reload_interval_s)
+
+        def scorer(now: datetime) -> FraudScorer | None:
+            current = watcher.poll(now)
+            if current is None:
+                metrics.record_model_unloaded(MODEL_NAME)
+            else:
+                metrics.record_model_loaded(MODEL_NAME, current.version)
+            return current
+    else:
+        fixed = FraudScorer.from_model(load_onnx_file(Path(uri)))
+        metrics.record_model_loaded(MODEL_NAME, fixed.version)
+
+        def scorer(now: datetime) -> FraudScorer | None:
+            return fixed
+
+    def on_alert(alert: FraudAlert) -> None:
+        metrics.alerts.labels(reason=alert.reasons[0].value, severity=alert.severity.value).inc()
+        metrics.alert_score.observe(alert.score)
+
+    def on_scored(current: FraudScorer, seconds: float) -> None:
+        metrics.scoring_duration.labels(scorer=current.name).observe(seconds)
+
+    def wall_clock(_event_time: datetime | None = None) -> datetime:
+        return datetime.now(UTC)
+
+    threshold = settings.models.fraud_alert_threshold
+    decisions = DecisionPolicy() if threshold is None else DecisionPolicy(model_threshold=threshold)
+    return FraudConfig(scorer=scorer, emitted_at=wall_clock, now=wall_clock, on_alert=on_alert,
+                       on_scored=on_scored, decisions=decisions,
+                       keep_policy_threshold=threshold is not None)
+
+
+def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Dataflow:
+    if not settings.kafka.bootstrap:
+        raise ConfigurationError("JUKEBOX_KAFKA_BOOTSTRAP is not set (or run `jukebox demo`)")
+    if settings.redis.url is None:
+        raise ConfigurationError("JUKEBOX_REDIS_URL is not set (or run `jukebox demo`)")
+    recs = None
+    if settings.flow.recommendations:
+        try:
+            catalog = load_catalog(settings, settings.models.recs_catalog_path)
+        except (CatalogError, OSError) as exc:
+            raise ConfigurationError(
+                f"recommendations need the song catalog: {exc} "
+                "(or set JUKEBOX_FLOW_RECOMMENDATIONS=false)") from exc
+        recs = recs_config(settings, metrics, catalog)
+    config = replace(flow_config(settings), fraud=fraud_config(settings, metrics), recs=recs)
+    kafka_config = settings.kafka.client_config()
+    consumer_config = {k: v for k, v in kafka_config.items() if k != "bootstrap.servers"}
+    source = LaggingKafkaSource(
+        [settings.kafka.bootstrap], list(config.topics.inputs), tail=True,
+        add_config=consumer_config, batch_size=settings.flow.batch_size, metrics=metrics,
+    )
+    redis = settings.redis
+
+    def store_factory() -> RedisFeatureStore:
+        client = redis_client_from(
+            redis.url.get_secret_value(), username=redis.username,
+            password=redis.password.get_secret_value() if redis.password else None,
+            ssl_ca_certs=redis.ssl_ca_certs, ssl_certfile=redis.ssl_certfile,
+            ssl_keyfile=redis.ssl_keyfile, socket_timeout_s=redis.socket_timeout_s,
+        )
+        return RedisFeatureStore(client, redis.key_prefix, attempts=redis.retry_attempts)
+
+    outputs = FlowOutputs(
+        features=FeatureStoreSink(store_factory, observe_redis_write(metrics)),
+        kafka=ConfirmedKafkaSink(
+            kafka_config,
+            on_failure=lambda topic: metrics.sink_delivery_failures.labels(topic=topic).inc(),
+        ),
+    )
+    return build_flow("jukebox", source, outputs, config, metrics_observers(metrics))
+
+
+def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:
+    """Recovery in a private directory (0700), created and initialised on first use."""
+    if directory is None:
+        return None
+    if directory.exists():
+        mode = directory.stat().st_mode
+        if mode & stat.S_IWOTH:
+            raise ConfigurationError(f"recovery directory {directory} is world-writable; refusing")
+    else:
+        directory.mkdir(parents=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, partitions)
+    return RecoveryConfig(directory)
+
+
+def epoch_interval(settings: JukeboxSettings) -> timedelta:
+    return timedelta(seconds=settings.flow.snapshot_interval_s)

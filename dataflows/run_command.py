@@ -1,0 +1,45 @@
+"""`jukebox run`: the feature (and fraud) dataflow against configured Kafka and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from bytewax.run import cli_main
+from rich.console import Console
+
+from dataflows.live import ConfigurationError, epoch_interval, live_flow, recovery_config
+from dataflows.metrics import start_metrics_server
+
+console = Console(stderr=True)
+
+
+def run_command(
+    workers: int = typer.Option(None, "--workers", "-w", help="Worker threads in this process"),
+    process_id: int = typer.Option(None, "--process-id", "-i", help="This process's index in a cluster"),
+    addresses: str = typer.Option(None, "--addresses", "-a", help="host:port of every process, ';'-separated"),
+    recovery_dir: Path = typer.Option(None, help="Recovery snapshot directory (overrides settings)"),
+) -> None:
+    """Run the dataflow: Kafka in, features to Redis, alerts and dead letters to Kafka."""
+    from dataflows.cli import load_settings
+
+    settings = load_settings()
+    workers = workers or settings.flow.workers
+    address_list = addresses.split(";") if addresses else None
+    try:
+        flow = live_flow(settings)
+        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir,
+                                   partitions=workers * (len(address_list) if address_list else 1))
+    except (ConfigurationError, ValueError) as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if settings.flow.metrics_port is not None:
+        endpoint = start_metrics_server(settings.flow.metrics_port)
+        console.print(f"metrics on :{endpoint.port}/metrics")
+    console.print(f"consuming from {settings.kafka.bootstrap} with {workers} worker(s)"
+                  f"{'' if recovery is None else ', recovery on'}")
+    try:
+        cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=address_list,
+                 epoch_interval=epoch_interval(settings), recovery_config=recovery)
+    except KeyboardInterrupt:
+        console.print("stopped (interrupt); restart resumes from the last snapshot")

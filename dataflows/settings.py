@@ -1,0 +1,129 @@
+"""The one settings object, read once at the entrypoint from `JUKEBOX_*` variables.
+
+Nesting uses the first underscore after the prefix: `JUKEBOX_KAFKA_BOOTSTRAP` is
+`kafka.bootstrap`, `JUKEBOX_REDIS_URL` is `redis.url`,
+`JUKEBOX_KAFKA_CLIENT_OPTIONS='{"socket.timeout.ms": "5000"}'` passes raw librdkafka
+options through. Secrets are `SecretStr`: they print as `**********` and are only
+unwrapped when handed to a client.
+
+Leaf code never receives this object; the entrypoint hands each part only the
+values or clients it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Part):
+    bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = the embedded local broker"
+    )
+    topic_prefix: str = ""
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    client_options: dict[str, str] = Field(default_factory=dict)
+    max_message_bytes: int = 64 * 1024
+
+    def client_config(self, bootstrap: str | None = None) -> dict[str, str]:
+        """librdkafka configuration, secrets included: pass to a client, never log it."""
+        config: dict[str, str] = {
+            "bootstrap.servers": bootstrap or self.bootstrap or "",
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value()
+            if self.ssl_key_password
+            else None,
+        }
+        config.update({k: v for k, v in optional.items() if v is not None})
+        config.update(self.client_options)
+        return config
+
+
+class RedisSettings(_Part):
+    url: SecretStr | None = Field(
+        default=None, description="redis:// or rediss:// URL; unset = the embedded local server"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    key_prefix: str = "jb"
+    socket_timeout_s: float = 5.0
+    retry_attempts: int = 5
+
+
+class FeatureSettings(_Part):
+    allowed_lateness_s: int = Field(
+        default=12 * 3600, description="Events older than arrival time minus this go to late-events"
+    )
+    max_future_skew_s: int = Field(
+        default=300, description="Events stamped further ahead of arrival are quarantined"
+    )
+
+
+class FlowSettings(_Part):
+    workers: int = 1
+    batch_size: int = 1000
+    recovery_dir: Path | None = None
+    snapshot_interval_s: float = 5.0
+    metrics_port: int | None = 9108
+    recommendations: bool = Field(
+        default=True, description="Publish recommendation updates (needs the song catalog)"
+    )
+
+
+class ModelSettings(_Part):
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="unset = a local MLflow store under data_dir/mlruns"
+    )
+    fraud_model_uri: str = "models:/jukebox-fraud@champion"
+    recs_model_uri: str = "models:/jukebox-recs@champion"
+    recs_catalog_path: Path | None = Field(
+        default=None, description="Song catalog as JSON Lines; unset = the song-catalog topic"
+    )
+    reload_interval_s: float = 30.0
+    fraud_alert_threshold: float | None = Field(
+        default=0.85,
+        description="Model score an alert needs when no rule fired; unset = the model's own "
+        "training threshold (tuned for 95% alert precision, too noisy for 1 false alert per "
+        "10,000 jukebox-hours)",
+    )
+
+
+class JukeboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JUKEBOX_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    features: FeatureSettings = FeatureSettings()
+    flow: FlowSettings = FlowSettings()
+    models: ModelSettings = ModelSettings()
+    data_dir: Path = Path("data")

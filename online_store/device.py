@@ -1,0 +1,263 @@
+"""Per-jukebox ("device") features: pure state in, state and outputs out.
+
+`update_device(state, item)` has the shape of Bytewax's `stateful_map`: it takes
+the jukebox's state (or None) and one decoded play, payment, location report or
+venue reference, and returns the new state and what to emit: a `FeatureRow` with
+every device feature as of the jukebox's clock (its latest event time), and for a
+payment the `CustomerPayment` that feeds the paying customer's features.
+
+The final values depend only on the *set* of events, not their order: windows
+advance with the clock and are summed incrementally, duplicates (same event id)
+are applied once, location features keep the two latest reports by event time,
+and the venue is the registration with the latest `updated_at`.
+
+>>> from schemas.events import PlayEvent
+>>> state, out = update_device(None, PlayEvent(event_id="p1", jukebox_id="jb-1",
+...     venue_id="v1", song_id="s1", played_at="2026-11-23T20:00:00Z", credits_used=2))
+>>> row = out[0]
+>>> row.values["device_plays_1h"], row.values["device_unpaid_plays_1h"], row.version
+(1, 1, 1)
+>>> update_device(state, PlayEvent(event_id="p1", jukebox_id="jb-1", venue_id="v1",
+...     song_id="s1", played_at="2026-11-23T20:00:00Z", credits_used=2))[1]  # duplicate
+[]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from online_store.customer import CustomerPayment, VenueLocated
+from online_store.dedup import SeenEvents
+from online_store.definitions import H1, H24, M5
+from online_store.feature_row import FeatureRow, FeatureValue
+from online_store.geo import haversine_km
+from online_store.payments import credits_paid, currency_map_json, revenue_usd
+from online_store.venues import VenueAssignment, VenueRef
+from online_store.windows import SlidingCounter, SlidingSum
+from schemas.countries import CURRENCIES
+from schemas.events import DeviceLocationEvent, PaymentEvent, PaymentStatus, PlayEvent
+
+DeviceInput = PlayEvent | PaymentEvent | DeviceLocationEvent | VenueAssignment
+
+
+@dataclass(frozen=True, slots=True)
+class LocationFix:
+    t: datetime  # event time
+    lat: float
+    lon: float
+    accuracy_m: float
+
+
+@dataclass(slots=True)
+class DeviceState:
+    jukebox_id: str
+    version: int = 0
+    clock: datetime | None = None
+    venue: VenueRef | None = None
+    seen: SeenEvents = field(default_factory=lambda: SeenEvents(horizon_s=H24))
+    plays_5m: SlidingSum = field(default_factory=lambda: SlidingSum(M5))
+    plays_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    plays_24h: SlidingSum = field(default_factory=lambda: SlidingSum(H24))
+    credits_used_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    unpaid_plays_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    after_hours_plays_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    songs_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
+    payments_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    failed_payments_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
+    paid_minor_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
+    paid_minor_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
+    payers_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
+    latest_fix: LocationFix | None = None
+    previous_fix: LocationFix | None = None
+
+    def __reduce__(self):
+        # Flat and positional: Bytewax snapshots every touched jukebox each epoch.
+        return (DeviceState, tuple(getattr(self, name) for name in self.__slots__))
+
+    @property
+    def clock_s(self) -> int | None:
+        return None if self.clock is None else int(self.clock.timestamp())
+
+    def _windows(self) -> tuple[SlidingSum | SlidingCounter, ...]:
+        return (
+            self.plays_5m, self.plays_1h, self.plays_24h, self.credits_used_1h,
+            self.unpaid_plays_1h, self.after_hours_plays_1h, self.songs_1h, self.payments_1h,
+            self.failed_payments_1h, self.paid_minor_1h, self.paid_minor_24h, self.payers_24h,
+        )
+
+    def advance_to(self, event_time: datetime) -> None:
+        if self.clock is not None and event_time <= self.clock:
+            return
+        self.clock = event_time
+        clock_s = int(event_time.timestamp())
+        for window in self._windows():
+            window.advance(clock_s)
+        self.seen.forget_before(clock_s)
+
+
+def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceState, list]:
+    """Apply one input to a jukebox's state; return the state and the outputs to emit."""
+    if state is None:
+        state = DeviceState(jukebox_id=item.jukebox_id)
+    if isinstance(item, VenueAssignment):
+        return state, _apply_venue(state, item.venue)
+    event_s = int(item.event_time.timestamp())
+    if not state.seen.first_sighting(f"{item.kind}:{item.event_id}", event_s):
+        return state, []
+    state.advance_to(item.event_time)
+    # The version counts distinct events, whether or not they changed a value, so an
+    # entity's final version is the same in any order (the upsert guard relies on it).
+    state.version += 1
+    if isinstance(item, PlayEvent):
+        _apply_play(state, item, event_s)
+        extra: list = []
+    elif isinstance(item, PaymentEvent):
+        _apply_payment(state, item, event_s)
+        extra = [_customer_payment(state, item)]
+    else:
+        _apply_location(state, item)
+        extra = []
+    return state, [device_row(state), *extra]
+
+
+def update_device_batch(
+    state: DeviceState | None, items: list[DeviceInput]
+) -> tuple[DeviceState | None, list]:
+    """Batch variant: every output of every item, in order."""
+    outputs: list = []
+    for item in items:
+        state, emitted = update_device(state, item)
+        outputs.extend(emitted)
+    return state, outputs
+
+
+def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
+    if not state.plays_24h.add(t):
+        return False  # older than every window: it can no longer change a value
+    state.plays_5m.add(t)
+    if state.plays_1h.add(t):
+        state.credits_used_1h.add(t, play.credits_used)
+        state.songs_1h.add(t, play.song_id)
+        if play.payment_id is None:
+            state.unpaid_plays_1h.add(t)
+        if state.venue is not None and not state.venue.is_open_at(t):
+            state.after_hours_plays_1h.add(t)
+    return True
+
+
+def _apply_payment(state: DeviceState, payment: PaymentEvent, t: int) -> bool:
+    state.payers_24h.add(t, payment.customer_id)
+    changed = False
+    if state.payments_1h.add(t):
+        changed = True
+        if payment.status is PaymentStatus.FAILED:
+            state.failed_payments_1h.add(t)
+    if payment.status is PaymentStatus.SUCCEEDED:
+        minor = payment.amount_minor
+        state.paid_minor_1h.add(t, payment.currency, minor)
+        changed = state.paid_minor_24h.add(t, payment.currency, minor) or changed
+    return changed
+
+
+def _apply_location(state: DeviceState, report: DeviceLocationEvent) -> bool:
+    fix = LocationFix(report.reported_at, report.lat, report.lon, report.accuracy_m)
+    latest, previous = state.latest_fix, state.previous_fix
+    if latest is None or fix.t > latest.t:
+        state.latest_fix, state.previous_fix = fix, latest
+    elif fix.t < latest.t and (previous is None or fix.t > previous.t):
+        state.previous_fix = fix
+    else:
+        return False
+    return True
+
+
+def _apply_venue(state: DeviceState, venue: VenueRef) -> list:
+    current = state.venue
+    if current is not None and venue.updated_at_s < current.updated_at_s:
+        return []
+    state.venue = venue if venue.active else None
+    place = (state.venue.lat, state.venue.lon) if state.venue else None
+    moved = place != ((current.lat, current.lon) if current else None)
+    located = [
+        VenueLocated(customer, state.jukebox_id, *(place or (None, None)))
+        for customer in sorted(state.payers_24h.totals)
+    ] if moved else []
+    # Re-classify the hour's plays under the new opening hours, so the value does not
+    # depend on whether the registration arrived before or after the plays.
+    window = state.after_hours_plays_1h
+    window.buckets = {}
+    window.total = 0
+    if state.venue is not None:
+        bucket_s = window.bucket_s
+        for bucket, plays in state.plays_1h.buckets.items():
+            if not state.venue.is_open_at(bucket * bucket_s):
+                window.buckets[bucket] = plays
+                window.total += plays
+    if state.clock is None:
+        return located
+    return [device_row(state), *located]  # same version: the last write at it wins
+
+
+def _customer_payment(state: DeviceState, payment: PaymentEvent) -> CustomerPayment:
+    venue = state.venue
+    return CustomerPayment(
+        event_id=payment.event_id,
+        customer_id=payment.customer_id,
+        jukebox_id=payment.jukebox_id,
+        country=CURRENCIES[payment.currency].code,
+        venue_lat=venue.lat if venue else None,
+        venue_lon=venue.lon if venue else None,
+        failed=payment.status is PaymentStatus.FAILED,
+        occurred_at=payment.occurred_at,
+    )
+
+
+def location_values(state: DeviceState) -> dict[str, FeatureValue]:
+    latest, previous, venue = state.latest_fix, state.previous_fix, state.venue
+    distance = speed = gap = None
+    if latest is not None and venue is not None:
+        distance = haversine_km(latest.lat, latest.lon, venue.lat, venue.lon)
+    if latest is not None and previous is not None:
+        gap = (latest.t - previous.t).total_seconds()
+        km = haversine_km(previous.lat, previous.lon, latest.lat, latest.lon)
+        speed = km / (gap / 3600.0) if gap > 0 else None
+    return {
+        "device_venue_distance_km_last": distance,
+        "device_speed_kmh_last": speed,
+        "device_location_gap_s_last": gap,
+        "device_location_accuracy_m_last": latest.accuracy_m if latest else None,
+    }
+
+
+def device_values(state: DeviceState) -> dict[str, FeatureValue]:
+    """Every device feature as of the state's clock (names from definitions.py)."""
+    plays_1h = state.plays_1h.total
+    payments = state.payments_1h.total
+    credits_used = state.credits_used_1h.total
+    paid_1h = dict(state.paid_minor_1h.totals)
+    credits_in = credits_paid(paid_1h)
+    return {
+        "device_plays_5m": state.plays_5m.total,
+        "device_plays_1h": plays_1h,
+        "device_plays_24h": state.plays_24h.total,
+        "device_distinct_songs_1h": state.songs_1h.distinct,
+        "device_top_song_share_1h": state.songs_1h.top_count() / plays_1h if plays_1h else 0.0,
+        "device_credits_used_1h": credits_used,
+        "device_unpaid_plays_1h": state.unpaid_plays_1h.total,
+        "device_after_hours_plays_1h": state.after_hours_plays_1h.total,
+        "device_payments_1h": payments,
+        "device_failed_payments_1h": state.failed_payments_1h.total,
+        "device_payment_failure_ratio_1h": state.failed_payments_1h.total / payments if payments else 0.0,
+        "device_credits_paid_1h": credits_in,
+        "device_unpaid_credits_1h": max(0.0, credits_used - credits_in),
+        "device_revenue_usd_1h": revenue_usd(paid_1h),
+        "device_revenue_usd_24h": revenue_usd(dict(state.paid_minor_24h.totals)),
+        "device_revenue_by_currency_24h": currency_map_json(dict(state.paid_minor_24h.totals)),
+        **location_values(state),
+    }
+
+
+def device_row(state: DeviceState) -> FeatureRow:
+    assert state.clock is not None
+    return FeatureRow("device", state.jukebox_id, state.version, state.clock, device_values(state))

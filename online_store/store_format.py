@@ -1,0 +1,222 @@
+"""The online store's storage format in code: keys, field encoding, key TTLs.
+
+FORMAT.md is the specification; this module is its one implementation, shared by
+every store so they all validate and encode a row the same way, before any I/O.
+
+>>> entity_key("jb", "device", "jb-1")
+'jb:device:v1:jb-1'
+>>> encoded_value(FEATURES["device_top_song_share_1h"], 0.1)
+'0.1'
+>>> encoded_value(FEATURES["device_revenue_by_currency_24h"], {"XOF": "1500", "KES": "12.50"})
+'{"KES":"12.50","XOF":"1500"}'
+>>> key_ttl_s("customer", margin_s=3600)
+7200
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from numbers import Integral, Real
+
+import orjson
+
+from online_store.definitions import FEATURES, Feature, features_of  # noqa: F401 - in doctests
+from online_store.feature_row import FeatureRow
+from schemas.types import ID_PATTERN
+
+KEY_LAYOUT_VERSION = 1
+"""Bumped only with a new key layout; old and new keys then coexist (see FORMAT.md)."""
+
+VERSION_FIELD = "_version"
+AS_OF_FIELD = "_as_of_ms"
+WRITTEN_FIELD = "_written_ms"
+METADATA_FIELDS = (VERSION_FIELD, AS_OF_FIELD, WRITTEN_FIELD)
+
+MAX_VERSION = 2**53 - 1  # Lua compares versions as doubles: exact up to 2^53
+DEFAULT_TTL_MARGIN_S = 3600
+ENTITIES = ("device", "customer")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+StoredValue = int | float | str
+"""A decoded feature value: int, float, or a currency map's canonical JSON text."""
+
+_ID = re.compile(ID_PATTERN)
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+def checked_entity(entity: str) -> str:
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}: expected one of {', '.join(ENTITIES)}")
+    return entity
+
+
+def entity_key(prefix: str, entity: str, entity_id: str) -> str:
+    """The hash holding one entity's features: `{prefix}:{entity}:v1:{entity_id}`."""
+    checked_entity(entity)
+    if not isinstance(entity_id, str) or not _ID.fullmatch(entity_id):
+        raise ValueError(f"invalid {entity} id {entity_id!r}: expected 1-64 of [A-Za-z0-9._:-]")
+    return f"{prefix}:{entity}:v{KEY_LAYOUT_VERSION}:{entity_id}"
+
+
+def entity_key_pattern(prefix: str, entity: str) -> str:
+    """SCAN MATCH pattern for every key of an entity; glob characters in the prefix escaped.
+
+    >>> entity_key_pattern("t[1]", "device")
+    't\\\\[1\\\\]:device:v1:*'
+    """
+    escaped = _GLOB_SPECIAL.sub(r"\\\1", prefix)
+    return f"{escaped}:{checked_entity(entity)}:v{KEY_LAYOUT_VERSION}:*"
+
+
+def entity_id_of(key: str, prefix: str, entity: str) -> str:
+    """The id in a key (ids may contain ':', so strip the known head rather than split).
+
+    >>> entity_id_of("jb:customer:v1:acct:42", "jb", "customer")
+    'acct:42'
+    """
+    head = f"{prefix}:{entity}:v{KEY_LAYOUT_VERSION}:"
+    if not key.startswith(head):
+        raise ValueError(f"key {key!r} is not a {entity} key under prefix {prefix!r}")
+    return key[len(head):]
+
+
+def key_ttl_s(entity: str, margin_s: int = DEFAULT_TTL_MARGIN_S) -> int:
+    """Key lifetime after its last write: the entity's longest feature TTL plus a margin."""
+    if margin_s < 0:
+        raise ValueError(f"TTL margin must be >= 0 s, got {margin_s}")
+    features = features_of(checked_entity(entity))  # type: ignore[arg-type]
+    return max(f.ttl_s for f in features) + margin_s
+
+
+def utc_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch, exact (no float rounding), floored.
+
+    >>> utc_ms(datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC))
+    1767225600999
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: a timezone-aware UTC time is required")
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def utc_from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def _encoded_int(feature: Feature, value: object) -> str:
+    if type(value) is int:  # the common case, without the slow ABC checks below
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        # ValueError, not TypeError: every bad row raises the same error type.
+        raise ValueError(f"{feature.name} is an int feature, got {value!r}")
+    return str(int(value))
+
+
+def _encoded_float(feature: Feature, value: object) -> str:
+    if type(value) is float:
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{feature.name} is a float feature, got {value!r}")
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{feature.name} must be finite, got {number!r}")
+    return repr(number)  # shortest text that parses back to the same double
+
+
+def _encoded_currency_map(feature: Feature, value: object) -> str:
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{feature.name} is not valid JSON: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{feature.name} must be a JSON object of currency -> amount, got {value!r}")
+    for currency, amount in value.items():
+        if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+            raise ValueError(f"{feature.name}: {currency!r} is not an ISO 4217 currency code")
+        if not (type(amount) is int or (isinstance(amount, str) and _DECIMAL.fullmatch(amount))):
+            raise ValueError(f"{feature.name}: amount for {currency} must be an exact int "
+                             f"or decimal text, got {amount!r}")
+    try:
+        return orjson.dumps(dict(value), option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:  # e.g. an amount beyond 64 bits
+        raise ValueError(f"{feature.name}: {exc}") from None
+
+
+_ENCODERS = {"int": _encoded_int, "float": _encoded_float, "currency_map": _encoded_currency_map}
+_DECODERS = {"int": int, "float": float, "currency_map": str}
+_DECLARED = {
+    entity: {f.name: (f, _ENCODERS[f.value_type])
+             for f in features_of(entity)}  # type: ignore[arg-type]
+    for entity in ENTITIES
+}
+
+
+def encoded_value(feature: Feature, value: object) -> str:
+    """The hash field text of a value (never None: None means the field is absent)."""
+    return _ENCODERS[feature.value_type](feature, value)
+
+
+def decoded_value(feature: Feature, text: str) -> StoredValue:
+    """Inverse of `encoded_value`.
+
+    >>> decoded_value(FEATURES["device_plays_5m"], "12")
+    12
+    >>> decoded_value(FEATURES["device_speed_kmh_last"], "1e-05")
+    1e-05
+    """
+    return _DECODERS[feature.value_type](text)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRow:
+    """A validated row, ready for any store: fields to set and fields to delete."""
+
+    entity: str
+    entity_id: str
+    version: int
+    as_of_ms: int
+    sets: tuple[tuple[str, str], ...]
+    deletes: tuple[str, ...]
+
+    @property
+    def field_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.sets) | frozenset(self.deletes)
+
+
+def encoded_row(row: FeatureRow) -> EncodedRow:
+    """Validate and encode a row; raises ValueError naming the entity and the problem.
+
+    >>> values = {"device_plays_5m": 3, "device_speed_kmh_last": None}
+    >>> r = encoded_row(FeatureRow("device", "jb-1", 7, EPOCH, values))
+    >>> r.sets, r.deletes
+    ((('device_plays_5m', '3'),), ('device_speed_kmh_last',))
+    """
+    key = entity_key("jb", row.entity, row.entity_id)  # validates entity and id
+    version = row.version
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+        raise ValueError(f"{key}: version must be an int in [0, 2^53), got {version!r}")
+    declared = _DECLARED[row.entity]
+    sets: list[tuple[str, str]] = []
+    deletes: list[str] = []
+    for name, value in row.values.items():
+        if name not in declared:
+            raise ValueError(f"{key}: {name!r} is not a declared {row.entity} feature")
+        if value is None:
+            deletes.append(name)
+            continue
+        feature, encode = declared[name]
+        try:
+            sets.append((name, encode(feature, value)))
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return EncodedRow(row.entity, row.entity_id, version, utc_ms(row.as_of),
+                      tuple(sets), tuple(deletes))
