@@ -196,25 +196,28 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Da
         [settings.kafka.bootstrap], list(config.topics.inputs), tail=True,
         add_config=consumer_config, batch_size=settings.flow.batch_size, metrics=metrics,
     )
-    redis = settings.redis
-
-    def store_factory() -> RedisFeatureStore:
-        client = redis_client_from(
-            redis.url.get_secret_value(), username=redis.username,
-            password=redis.password.get_secret_value() if redis.password else None,
-            ssl_ca_certs=redis.ssl_ca_certs, ssl_certfile=redis.ssl_certfile,
-            ssl_keyfile=redis.ssl_keyfile, socket_timeout_s=redis.socket_timeout_s,
-        )
-        return RedisFeatureStore(client, redis.key_prefix, attempts=redis.retry_attempts)
-
     outputs = FlowOutputs(
-        features=FeatureStoreSink(store_factory, observe_redis_write(metrics)),
+        features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),
         kafka=ConfirmedKafkaSink(
             kafka_config,
             on_failure=lambda topic: metrics.sink_delivery_failures.labels(topic=topic).inc(),
         ),
     )
     return build_flow("jukebox", source, outputs, config, metrics_observers(metrics))
+
+
+def feature_store(settings: JukeboxSettings) -> RedisFeatureStore:
+    """The Redis store the settings describe (the client connects lazily)."""
+    redis = settings.redis
+    if redis.url is None:
+        raise ConfigurationError("JUKEBOX_REDIS_URL is not set (or run `jukebox demo`)")
+    client = redis_client_from(
+        redis.url.get_secret_value(), username=redis.username,
+        password=redis.password.get_secret_value() if redis.password else None,
+        ssl_ca_certs=redis.ssl_ca_certs, ssl_certfile=redis.ssl_certfile,
+        ssl_keyfile=redis.ssl_keyfile, socket_timeout_s=redis.socket_timeout_s,
+    )
+    return RedisFeatureStore(client, redis.key_prefix, attempts=redis.retry_attempts)
 
 
 def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:

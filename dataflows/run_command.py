@@ -8,8 +8,15 @@ import typer
 from bytewax.run import cli_main
 from rich.console import Console
 
-from dataflows.live import ConfigurationError, epoch_interval, live_flow, recovery_config
+from dataflows.live import (
+    ConfigurationError,
+    epoch_interval,
+    feature_store,
+    live_flow,
+    recovery_config,
+)
 from dataflows.metrics import start_metrics_server
+from online_store.redis_store import StoreError
 
 console = Console(stderr=True)
 
@@ -28,9 +35,10 @@ def run_command(
     address_list = addresses.split(";") if addresses else None
     try:
         flow = live_flow(settings)
+        feature_store(settings).check_reachable()
         recovery = recovery_config(recovery_dir or settings.flow.recovery_dir,
                                    partitions=workers * (len(address_list) if address_list else 1))
-    except (ConfigurationError, ValueError) as exc:
+    except (ConfigurationError, StoreError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
     if settings.flow.metrics_port is not None:

@@ -102,7 +102,6 @@ def update_customer(
             state.device_places[payment.jukebox_id] = (payment.venue_lat, payment.venue_lon)
         else:
             state.device_places.setdefault(payment.jukebox_id, None)
-    state.version += 1
     return state, [customer_row(state)]
 
 

@@ -261,6 +261,11 @@ class RedisFeatureStore:
 
     # -- reads --------------------------------------------------------------------
 
+    def check_reachable(self) -> None:
+        """AUTH (on connect) + PING with the store's retries: a wrong password or an
+        unreachable server fails at start-up, not at the first write."""
+        self._with_retries("connecting", self.client.ping)
+
     def read(self, entity: str, entity_id: str, now: datetime) -> EntityFeatures | None:
         key = entity_key(self.key_prefix, entity, entity_id)
         fields = self._with_retries(f"reading {key}", lambda: self.client.hgetall(key))

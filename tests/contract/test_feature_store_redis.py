@@ -202,14 +202,3 @@ def test_client_settings_tls_and_bad_urls():
         with pytest.raises(ValueError) as failure:
             redis_client_from(url, password=SECRET, **options)
         assert SECRET not in str(failure.value)
-
-
-def test_write_throughput_of_1000_row_batches(store, capsys):
-    batches = [[device_row(f"jb-{b}-{i}", 1) for i in range(1000)] for b in range(20)]
-    started = time.perf_counter()
-    for batch in batches:
-        assert store.write(batch, WRITTEN).applied == 1000
-    rows_per_s = 20_000 / (time.perf_counter() - started)
-    with capsys.disabled():
-        print(f"\nRedisFeatureStore.write: {rows_per_s:,.0f} rows/s (1,000-row batches, all 20 device features)")
-    assert rows_per_s > 5_000

@@ -88,10 +88,3 @@ def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
     with TcpProxy(kwargs["port"], upstream_host=kwargs["host"]) as proxy:
         yield proxy
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fault tests measure recovery times and memory: under `-n 2` they run one after another
-    on one worker (`--dist loadgroup`), while the other worker takes the rest of the suite."""
-    for item in items:
-        if "tests/faults/" in str(item.fspath):
-            item.add_marker(pytest.mark.xdist_group("faults"))

@@ -2,8 +2,8 @@
 
 Every key the engine writes carries a TTL (checked with a SCAN + PTTL pipeline),
 Redis' used_memory stays under the configured cap of a dedicated server, and the
-engine's resident memory is reported and bounded. Fast profile: 100,000 ids; the
-long profile: 1,000,000.
+engine's resident memory is reported and bounded. Fast profile: 30,000 ids; the
+long profile: 100,000 and 1,000,000.
 """
 
 from __future__ import annotations
@@ -111,6 +111,15 @@ def _flood(ids: int, cap: str, engines, kafka_bootstrap, topics, redis_key_prefi
         return engine, rss_peak
 
 
+def test_30k_distinct_jukeboxes_every_key_expires_and_memory_stays_capped(
+    engines, kafka_bootstrap, topics, redis_key_prefix, tmp_path
+):
+    _, rss_peak = _flood(30_000, "128mb", engines, kafka_bootstrap, topics, redis_key_prefix,
+                         tmp_path, catch_up_s=90)
+    assert rss_peak < 1200, "engine memory for 30k entities"
+
+
+@pytest.mark.slow
 def test_100k_distinct_jukeboxes_every_key_expires_and_memory_stays_capped(
     engines, kafka_bootstrap, topics, redis_key_prefix, tmp_path
 ):

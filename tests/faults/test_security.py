@@ -130,9 +130,6 @@ def test_wrong_redis_password_fails_fast_and_says_so_without_the_secret(
         assert not leaks(log)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the Redis client connects lazily: with no input to write, an engine with a wrong password "
-    "runs on without noticing; it should check the connection (AUTH + PING) at start-up"))
 def test_wrong_redis_password_fails_fast_even_without_traffic(
     engines, kafka_bootstrap, topics, redis_key_prefix, tmp_path
 ):
@@ -141,9 +138,12 @@ def test_wrong_redis_password_fails_fast_even_without_traffic(
                          extra_env={"JUKEBOX_REDIS_USERNAME": "jukebox",
                                     "JUKEBOX_REDIS_PASSWORD": WRONG_SECRET})
         try:
-            engine.wait_exit(FAIL_FAST_S)
+            code = engine.wait_exit(FAIL_FAST_S)
         except Exception:
             pytest.fail(f"still running {FAIL_FAST_S}s after start with a wrong password")
+        log = " ".join(engine.log().split())
+        assert code == 2 and "refused the credentials" in log, log[-3000:]
+        assert WRONG_SECRET not in log
 
 
 def test_world_writable_recovery_directory_is_refused(

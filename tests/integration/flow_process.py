@@ -51,6 +51,7 @@ class FlowProcess:
     workers: int = 1
     snapshot_interval_s: float = 1.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # e.g. ["-i", "0", "-a", "host:port;host:port"]
     process: subprocess.Popen | None = field(default=None, init=False)
     metrics_port: int = field(default_factory=free_port)
 
@@ -78,7 +79,7 @@ class FlowProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "flow.log", "ab")  # noqa: SIM115 - lives as long as the process it logs
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dataflows.cli", "run"], env=self.env(), stdout=log,
+            [sys.executable, "-m", "dataflows.cli", "run", *self.args], env=self.env(), stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         return self
