@@ -121,6 +121,24 @@ def demo(
         _show_results(stack, topics, settings.redis.key_prefix, start + timedelta(hours=hours))
 
 
+def _recommendations_table(values: list[bytes]) -> Table:
+    """How many updates went out, to how many jukeboxes, and the latest list of one of them."""
+    updates = [orjson.loads(v) for v in values]
+    latest = {u["jukebox_id"]: u for u in updates}
+    versions = Counter(u["model_version"] for u in updates)
+    table = Table(title=f"recommendation updates: {len(updates):,} to {len(latest):,} jukeboxes "
+                        f"(model {', '.join(sorted(versions)) or 'none'})")
+    table.add_column("jukebox")
+    table.add_column("rank", justify="right")
+    table.add_column("song")
+    table.add_column("score", justify="right")
+    if latest:
+        jukebox, update = sorted(latest.items())[0]
+        for rank, song in enumerate(update["songs"][:5], 1):
+            table.add_row(jukebox if rank == 1 else "", str(rank), song["song_id"], f"{song['score']:.3f}")
+    return table
+
+
 def _failed(log: Path) -> int:
     console.print("[red]the dataflow stopped:[/red]")
     console.print(log.read_text(errors="replace")[-3000:])
@@ -155,6 +173,7 @@ def _show_results(stack: LocalStack, topics: Topics, key_prefix: str, now: datet
     for scenario, n in sorted(scenarios.items()):
         recall.add_row(scenario, f"{n:,}", f"{caught[scenario]:,}")
     console.print(recall)
+    console.print(_recommendations_table(read_topic(stack.kafka_bootstrap, topics.recommendations)))
     rejected = Table(title="records not used")
     rejected.add_column("topic")
     rejected.add_column("reason")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -24,12 +25,14 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.fraud_steps import FraudConfig, PaymentForCustomer, ScoringRequest, fraud_alerts
+from dataflows.idle_state import FleetClock, ReleasingLogic, StateRelease
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
 from online_store.admission import AdmissionPolicy
 from online_store.customer import CustomerPayment, update_customer
 from online_store.device import update_device
 from online_store.feature_row import FeatureRow
+from online_store.state_release import releasable, release_horizon_s
 from online_store.venues import venue_assignments
 from schemas.decoding import DecodeLimits
 from schemas.events import VenueRegistration
@@ -43,6 +46,11 @@ class FlowConfig:
     admission: AdmissionPolicy = AdmissionPolicy()
     fraud: FraudConfig | None = None  # None: features only
     recs: RecsConfig | None = None  # None: no recommendation updates
+    # Release the state of entities gone quiet (online_store/state_release.py): how often an
+    # idle entity is checked (wall clock; None: never), and the fleet-clock margin for input
+    # partitions consumed unevenly.
+    state_check_interval_s: float | None = None
+    partition_skew_margin_s: int = 24 * 3600
 
 
 @dataclass
@@ -93,12 +101,18 @@ class _PickledStateLogic(op.StatefulBatchLogic):
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class DeviceLogic(_PickledStateLogic):
+class _ReleasingStateLogic(ReleasingLogic, _PickledStateLogic):
+    def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
+        return releasable(self.state, fleet_clock_s, horizon_s)
+
+
+class DeviceLogic(_ReleasingStateLogic):
     """Device features; with scoring on, also what to score after each event."""
 
-    def __init__(self, resume: bytes | None, scoring: bool) -> None:
+    def __init__(self, resume: bytes | None, scoring: bool, release: StateRelease | None = None) -> None:
         super().__init__(resume)
         self.scoring = scoring
+        self.release = release
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
@@ -127,8 +141,12 @@ class DeviceLogic(_PickledStateLogic):
         return outputs, op.StatefulBatchLogic.RETAIN
 
 
-class CustomerLogic(_PickledStateLogic):
+class CustomerLogic(_ReleasingStateLogic):
     """Customer features; a payment carrying its device row is scored on both."""
+
+    def __init__(self, resume: bytes | None, release: StateRelease | None = None) -> None:
+        super().__init__(resume)
+        self.release = release
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
@@ -170,6 +188,10 @@ def build_flow(
     flow = Dataflow(name)
     contracts = contracts_by_topic(config.topics)
     on_routed = observers.on_routed
+    fleet_clock = FleetClock()
+    release = None if config.state_check_interval_s is None else StateRelease(
+        fleet_clock, release_horizon_s(config.admission, config.partition_skew_margin_s),
+        timedelta(seconds=config.state_check_interval_s))
 
     def route_batch(batch: list) -> list:
         pairs = []
@@ -178,7 +200,10 @@ def build_flow(
             pairs.append((raw, route_record(raw, contracts, config.topics, config.limits, config.admission)))
         if on_routed is not None:
             on_routed(pairs)  # once per batch: metrics cost must not scale per event
-        return [result for _raw, result in pairs]
+        results = [result for _raw, result in pairs]
+        if release is not None:
+            fleet_clock.observe(results)
+        return results
 
     records = op.input("records", flow, source)
     routed = op.flat_map_batch("route", records, route_batch)
@@ -187,14 +212,15 @@ def build_flow(
     keyed = op.key_on("key_device", device_items, lambda item: item.jukebox_id)
     scoring = config.fraud is not None
     device_out = op.key_rm("device_out", op.stateful_batch(
-        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring)))
+        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring, release)))
     by_kind = op.branch("split_device_out", device_out, lambda item: isinstance(item, FeatureRow))
     device_rows = by_kind.trues
     to_score = op.branch("split_device_scoring", by_kind.falses,
                          lambda item: isinstance(item, ScoringRequest))
     keyed_payments = op.key_on("key_customer", to_score.falses, _customer_of)
     customer_out = op.key_rm(
-        "customer_out", op.stateful_batch("customer_features", keyed_payments, CustomerLogic)
+        "customer_out", op.stateful_batch("customer_features", keyed_payments,
+                                         lambda resume: CustomerLogic(resume, release))
     )
     customer_split = op.branch("split_customer_out", customer_out,
                                lambda item: isinstance(item, FeatureRow))
@@ -203,7 +229,7 @@ def build_flow(
     kafka_streams = [split.falses]
     if config.fraud is not None:
         requests = op.merge("scoring_requests", to_score.trues, customer_split.falses)
-        kafka_streams.append(fraud_alerts(requests, config.fraud, config.topics))
+        kafka_streams.append(fraud_alerts(requests, config.fraud, config.topics, release))
     if config.recs is not None:
         kafka_streams.append(recommendation_step(split.trues, config.recs, config.topics))
     for extra in outputs.extra_steps:

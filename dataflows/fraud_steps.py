@@ -4,6 +4,7 @@
                      ─ key by jukebox ─ fraud_decide (rules, sustain, decide, cooldown) ─┬─ alerts
                                                                                           └─ closed 5-min windows
                      ─ key "device" ─ fraud_anomaly (one River detector per entity class) ─ alerts
+                     ─ drift_sample ─ key by model ─ fraud_drift (with `FraudConfig.drift`) ─ model events
 
 A scoring request is one feature row after one event: the device row after a play
 or location report, or the device row merged with the paying customer's row after
@@ -22,6 +23,8 @@ from datetime import UTC, datetime
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
+from dataflows.drift_step import DriftConfig, drift_events
+from dataflows.idle_state import ReleasingLogic, StateRelease
 from dataflows.records import OutMessage
 from models.anomaly import DeviceAnomalyDetector
 from models.decision import (
@@ -32,6 +35,7 @@ from models.decision import (
 )
 from models.fraud_scorer import FraudScorer
 from models.rules import RulePolicy, SustainState, rule_hits, sustained_hits
+from online_store.definitions import IDLE_RESET_S
 from schemas.outputs import FraudAlert
 from schemas.topics import Topics
 
@@ -95,6 +99,7 @@ class FraudConfig:
     keep_policy_threshold: bool = False  # True: `decisions.model_threshold` beats the model's
     on_alert: Callable[[FraudAlert], None] | None = None
     on_scored: Callable[[FraudScorer, float], None] | None = None  # (scorer, seconds)
+    drift: DriftConfig | None = None  # None: no drift checks
 
 
 def alert_message(alert: FraudAlert, topics: Topics) -> OutMessage:
@@ -131,10 +136,13 @@ def decide_scored(
     state: DecisionState | None, scored: Scored, config: FraudConfig, topics: Topics
 ) -> tuple[DecisionState, list]:
     """Rules, sustain, decide and cooldown for one scored row of one jukebox."""
-    state = state or DecisionState()
     request = scored.request
     outputs: list = []
     t = int(request.event_time.timestamp())
+    if state is None or (state.window_start_s is not None and t - state.window_start_s > IDLE_RESET_S):
+        # Silent for over a day: sustain, cooldown and the open window start afresh (the
+        # window is dropped, not closed), as when the engine released the state.
+        state = DecisionState()
     window = t - t % ANOMALY_WINDOW_S
     if state.window_start_s is not None and window > state.window_start_s:
         outputs.append(ClosedWindow(request.jukebox_id, state.window_venue, state.window_start_s,
@@ -159,10 +167,15 @@ def decide_scored(
     return state, outputs
 
 
-class _DecideLogic(op.StatefulBatchLogic):
-    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics) -> None:
+class _DecideLogic(ReleasingLogic, op.StatefulBatchLogic):
+    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics,
+                 release: StateRelease | None = None) -> None:
         self.state = pickle.loads(resume) if resume is not None else None
-        self.config, self.topics = config, topics
+        self.config, self.topics, self.release = config, topics, release
+
+    def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
+        last = None if self.state is None else self.state.window_start_s
+        return last is not None and fleet_clock_s is not None and fleet_clock_s - last > horizon_s
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
@@ -222,8 +235,9 @@ class _AnomalyLogic(op.StatefulBatchLogic):
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: Topics) -> Stream[OutMessage]:
-    """The fraud steps; returns the stream of alert messages for the Kafka sink."""
+def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: Topics,
+                 release: StateRelease | None = None) -> Stream[OutMessage]:
+    """The fraud steps; returns the stream of alert (and model-event) messages for the Kafka sink."""
 
     def score_batch(batch: list[ScoringRequest]) -> list[tuple[str, Scored]]:
         scorer = config.scorer(config.now())
@@ -239,11 +253,15 @@ def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: 
 
     scored = op.flat_map_batch("fraud_score", requests, score_batch)
     decided = op.key_rm("fraud_decided", op.stateful_batch(
-        "fraud_decide", scored, lambda resume: _DecideLogic(resume, config, topics)))
+        "fraud_decide", scored, lambda resume: _DecideLogic(resume, config, topics, release)))
     split = op.branch("split_windows", decided, lambda item: isinstance(item, ClosedWindow))
-    if config.anomaly is None:
-        return split.falses
-    windows = op.key_on("key_device_class", split.trues, lambda _w: "device")
-    anomalies = op.key_rm("fraud_anomalies", op.stateful_batch(
-        "fraud_anomaly", windows, lambda resume: _AnomalyLogic(resume, config, topics)))
-    return op.merge("fraud_alert_messages", split.falses, anomalies)
+    messages = [split.falses]
+    if config.anomaly is not None:
+        windows = op.key_on("key_device_class", split.trues, lambda _w: "device")
+        messages.append(op.key_rm("fraud_anomalies", op.stateful_batch(
+            "fraud_anomaly", windows, lambda resume: _AnomalyLogic(resume, config, topics))))
+    if config.drift is not None:
+        messages.append(drift_events(scored, config.drift, topics))
+    if len(messages) == 1:
+        return messages[0]
+    return op.merge("fraud_alert_messages", *messages)

@@ -7,6 +7,7 @@ dataflows.cluster:flow` (Kubernetes) or `jukebox run` (everything else) runs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -20,6 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from confluent_kafka import TopicPartition
 
+from dataflows.drift_step import DriftConfig
 from dataflows.feature_sink import FeatureStoreSink
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.fraud_steps import FraudConfig
@@ -31,6 +33,7 @@ from dataflows.settings import JukeboxSettings
 from models.decision import DecisionPolicy
 from models.fraud_features import MODEL_NAME
 from models.fraud_scorer import ChampionWatcher, FraudScorer
+from models.model_drift import DriftPolicy, ModelReference
 from models.recs_catalog import CatalogError
 from models.registry import FraudModelRegistry, load_onnx_file, local_tracking_uri
 from online_store.admission import AdmissionPolicy
@@ -42,6 +45,7 @@ from schemas.outputs import FraudAlert
 from schemas.topics import Topics
 
 LAG_REFRESH_S = 5.0
+log = logging.getLogger(__name__)
 
 
 class ConfigurationError(RuntimeError):
@@ -54,6 +58,8 @@ def flow_config(settings: JukeboxSettings) -> FlowConfig:
         limits=DecodeLimits(max_message_bytes=settings.kafka.max_message_bytes),
         admission=AdmissionPolicy(settings.features.allowed_lateness_s,
                                   settings.features.max_future_skew_s),
+        state_check_interval_s=settings.flow.state_check_interval_s,
+        partition_skew_margin_s=settings.flow.partition_skew_margin_s,
     )
 
 
@@ -140,9 +146,25 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
     """Rules always; the model from MLflow (`models:/...@champion`, followed and hot-swapped)
     or a local ONNX file; River on closed device windows."""
     uri = settings.models.fraud_model_uri
+    drift = None
     if uri.startswith("models:/"):
         tracking = settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
-        watcher = ChampionWatcher(FraudModelRegistry(tracking), settings.models.reload_interval_s)
+        registry = FraudModelRegistry(tracking)
+        watcher = ChampionWatcher(registry, settings.models.reload_interval_s)
+
+        def reference(model: str, version: str) -> ModelReference | None:
+            if model != registry.name:
+                return None
+            try:
+                return registry.load_reference(version)
+            except Exception as exc:  # noqa: BLE001 - a broken reference must not stop scoring
+                log.warning("drift reference of %s v%s unreadable: %s", model, version, exc)
+                return None
+
+        drift = DriftConfig(reference, DriftPolicy(
+            window_size=settings.models.drift_window_size,
+            retrain_after=settings.models.drift_retrain_after,
+        ), on_report=metrics.record_drift)
 
         def scorer(now: datetime) -> FraudScorer | None:
             current = watcher.poll(now)
@@ -172,7 +194,7 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
     decisions = DecisionPolicy() if threshold is None else DecisionPolicy(model_threshold=threshold)
     return FraudConfig(scorer=scorer, emitted_at=wall_clock, now=wall_clock, on_alert=on_alert,
                        on_scored=on_scored, decisions=decisions,
-                       keep_policy_threshold=threshold is not None)
+                       keep_policy_threshold=threshold is not None, drift=drift)
 
 
 def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Dataflow:

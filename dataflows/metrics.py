@@ -22,13 +22,15 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models.drift import DriftReport
+from models.fraud_features import MODEL_NAME
 from schemas.countries import COUNTRIES
-from schemas.outputs import FraudReason, Severity
+from schemas.outputs import FraudReason, ModelEventKind, Severity
 
 ALLOWED_LABELS = frozenset(
     {"topic", "partition", "reason", "severity", "model", "version", "entity", "result",
@@ -127,6 +129,10 @@ class EngineMetrics:
         self.drift_ks_statistic = Gauge(
             "jukebox_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the latest window",
             ["model", "feature"], registry=r)
+        self.model_events = Counter(
+            "jukebox_model_events_total",
+            "Model events published: reason drift_detected or retraining_requested",
+            ["model", "reason"], registry=r)
         # Outputs
         self.dead_letters = Counter(
             "jukebox_dead_letters_total", "Records sent to the dead-letter topic",
@@ -152,6 +158,8 @@ class EngineMetrics:
                 self.alerts.labels(reason=reason.value, severity=severity.value)
         for entity in ("device", "customer"):
             self.entities_in_state.labels(entity=entity)
+        for kind in get_args(ModelEventKind):
+            self.model_events.labels(model=MODEL_NAME, reason=kind)
         self.build_info.labels(version=package_version()).set(1)
 
     def record_event_time_lag(self, topic: str, event_time: datetime, now: datetime) -> None:
@@ -177,6 +185,8 @@ class EngineMetrics:
         self.drift_psi.labels(**labels).set(report.psi)
         self.drift_js_divergence.labels(**labels).set(report.js_divergence)
         self.drift_ks_statistic.labels(**labels).set(report.ks_statistic)
+        for event in report.events:
+            self.model_events.labels(model=report.model, reason=event.kind).inc()
 
     def exported_metric_names(self) -> set[str]:
         """Every sample name a scrape can contain (`_total`, `_bucket`, `_count`, `_sum`, ...)."""

@@ -53,6 +53,7 @@ from dataflows.record import (
     time_ms_from_text,
 )
 from dataflows.records import OutMessage, RawRecord
+from dataflows.replay_recs import replay_recs_config
 from dataflows.replay_run import (
     OUTPUT_ATTRS,
     ReplayNamespace,
@@ -277,6 +278,9 @@ def replay(
     rule: list[str] = typer.Option(None, "--rule", help="Rule threshold NAME=VALUE (repeatable)"),
     decision: list[str] = typer.Option(None, "--decision", help="Decision setting NAME=VALUE (repeatable)"),
     anomaly: bool = typer.Option(True, "--anomaly/--no-anomaly", help="River anomaly detector"),
+    recs: bool = typer.Option(False, "--recs/--no-recs", help="Run the recommendation steps"),
+    catalog: Path = typer.Option(None, help="--recs: song catalog JSON Lines (default: its topic)"),
+    recs_model: str = typer.Option(None, help="--recs: models:/jukebox-recs/<v>, @alias, .onnx, or none"),
     allowed_lateness: str = typer.Option(None, help="Feature admission, e.g. 6h (default: settings)"),
     max_future_skew: str = typer.Option(None, help="Feature admission, e.g. 5m (default: settings)"),
     workers: int = typer.Option(1, min=1, help="Worker threads"),
@@ -314,6 +318,10 @@ def replay(
         config = replace(config, fraud=replay_fraud_config(
             scorer, policy_with(RulePolicy(), rule or [], "--rule"), decisions, anomaly,
             model_threshold is not None, clock))
+    recs_info = None
+    if recs:
+        recs_config, recs_info = replay_recs_config(settings, catalog, recs_model, clock)
+        config = replace(config, recs=recs_config)
 
     stats, digest = HistoryStats(), hashlib.sha256()
     if kafka:
@@ -389,7 +397,8 @@ def replay(
         "speedup_vs_real_time": round((last_ms - first_ms) / 1000 / max(run.wall_s, 1e-9), 1),
         "workers": workers, "batch_size": batch_size, "feature_rows": run.feature_rows_in,
     }
-    report = backtest_report(run_info, config_summary(config, model_info), outputs, digests, entities,
+    report = backtest_report(run_info, {**config_summary(config, model_info), "recs": recs_info},
+                             outputs, digests, entities,
                              [*run.split.labels, *labels_from(list(labels or []))], run.plays.by_jukebox)
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     if html:

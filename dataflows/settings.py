@@ -92,6 +92,14 @@ class FlowSettings(_Part):
     recommendations: bool = Field(
         default=True, description="Publish recommendation updates (needs the song catalog)"
     )
+    state_check_interval_s: float | None = Field(
+        default=300.0, description="How often an idle entity's state is checked for release "
+        "(wall clock); unset = never release"
+    )
+    partition_skew_margin_s: int = Field(
+        default=24 * 3600, description="Extra fleet-clock time before idle state is released, "
+        "for input partitions consumed unevenly (e.g. one partition's backlog after an outage)"
+    )
 
 
 class ModelSettings(_Part):
@@ -109,6 +117,12 @@ class ModelSettings(_Part):
         description="Model score an alert needs when no rule fired; unset = the model's own "
         "training threshold (tuned for 95% alert precision, too noisy for 1 false alert per "
         "10,000 jukebox-hours)",
+    )
+    drift_window_size: int = Field(
+        default=1000, ge=10, description="Scored rows per drift window (0.2 PSI / 0.1 JS / 0.15 KS)"
+    )
+    drift_retrain_after: int = Field(
+        default=3, ge=1, description="Drifted windows in a row that request a retraining"
     )
 
 

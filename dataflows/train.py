@@ -4,25 +4,37 @@
 with the online feature logic, trains and exports the fraud classifier (ONNX,
 parity-checked), logs and registers it, and moves the `champion` alias only when
 the new version beats the current champion on the same holdout.
+
+`jukebox train fraud --on-retraining-request` first reads the model-events topic
+(explicit partition assignment, no consumer group) and trains only when a
+`retraining_requested` event for `jukebox-fraud` is newer than the champion's
+registration; otherwise it says so and exits 0 (a cron job or CI can run it often).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dataflows.recs_live import topic_records
 from dataflows.train_recs import train_recs
 from models.evaluation import AlertReplay, holdout_alert_replay
+from models.model_drift import retraining_request
 from models.onnx_export import ParityError
+from models.recs_catalog import CatalogError
 from models.registry import FraudModelRegistry, local_tracking_uri
 from models.training import FraudTrainer, TrainedFraudModel
 from models.training_set import HistoryStats, labelled_training_set
 from online_store.admission import AdmissionPolicy
+from schemas.outputs import ModelEvent
+from schemas.topics import Topics
 from simulator.simulation import Simulation
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models and register them in MLflow.")
@@ -73,6 +85,53 @@ def metrics_table(trained: TrainedFraudModel, replay: AlertReplay) -> Table:
     return table
 
 
+def model_events(values: Iterable[bytes | None]) -> list[ModelEvent]:
+    """The decodable `ModelEvent`s among raw topic values (anything else is skipped)."""
+    events = []
+    for value in values:
+        if value is None:
+            continue
+        try:
+            events.append(ModelEvent.model_validate_json(value))
+        except ValidationError:
+            continue
+    return events
+
+
+def pending_retraining_request(
+    registry: FraudModelRegistry, values: Iterable[bytes | None]
+) -> tuple[ModelEvent | None, str | None, datetime | None]:
+    """(the request to act on or None, the champion version, its registration time)."""
+    champion = registry.champion_version()
+    registered_at = registry.registered_at(champion) if champion is not None else None
+    return retraining_request(model_events(values), registry.name, registered_at), champion, registered_at
+
+
+def _check_retraining_request(settings, uri: str) -> bool:
+    """Whether a retraining request is pending; prints why or why not."""
+    topic = Topics(settings.kafka.topic_prefix).model_events
+    if not settings.kafka.bootstrap:
+        err.print("[red]--on-retraining-request needs JUKEBOX_KAFKA_BOOTSTRAP[/red]")
+        raise typer.Exit(1)
+    try:
+        records = topic_records(settings.kafka.client_config(), topic)
+    except CatalogError as exc:
+        err.print(f"[red]cannot read the model events:[/red] {exc}")
+        raise typer.Exit(1) from None
+    request, champion, registered_at = pending_retraining_request(
+        FraudModelRegistry(uri), (value for _p, _o, _k, value in records))
+    since = f"champion v{champion} (registered {registered_at:%Y-%m-%d %H:%M:%S}Z)" if champion else "no champion"
+    if request is None:
+        out.print(f"no retraining request on {topic} newer than {since}: nothing to do")
+        return False
+    out.print(
+        f"retraining requested: {request.feature} of {request.model} v{request.model_version} drifted "
+        f"(PSI {request.psi:.3f}, JS {request.js_divergence:.3f}, KS {request.ks_statistic:.3f}) "
+        f"in the window ending {request.window_end:%Y-%m-%d %H:%M:%S}Z; {since}"
+    )
+    return True
+
+
 @train_app.command("fraud")
 def train_fraud(
     jukeboxes: int = typer.Option(1000, min=10, help="Simulated fleet size"),
@@ -86,6 +145,11 @@ def train_fraud(
     ),
     n_estimators: int = typer.Option(150, min=1, help="Trees in the forest"),
     min_gain: float = typer.Option(0.0, min=0.0, help="PR-AUC gain needed to replace the champion"),
+    on_retraining_request: bool = typer.Option(
+        False, "--on-retraining-request",
+        help="Train only if the model-events topic holds a retraining request newer than the "
+        "champion; otherwise exit 0",
+    ),
 ) -> None:
     """Simulate, train, export to ONNX, register `jukebox-fraud`; promote only if better."""
     from dataflows.cli import load_settings  # dataflows.cli imports this module to register it
@@ -94,6 +158,8 @@ def train_fraud(
     uri = (
         tracking_uri or settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
     )
+    if on_retraining_request and not _check_retraining_request(settings, uri):
+        return
     simulation = Simulation(
         jukeboxes=jukeboxes, seed=seed, duration=timedelta(days=days), fraud_rate=fraud_rate
     )

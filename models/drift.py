@@ -33,9 +33,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from schemas.outputs import ModelEvent, ModelEventKind
 
 Values = Sequence[float] | np.ndarray
 
@@ -205,29 +207,10 @@ class ReferenceProfile:
         return profile
 
 
-ModelEventKind = Literal["drift_detected", "retraining_requested"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelEvent:
-    """A model-lifecycle event for `jukebox.model-events.v1`.
-
-    A plain value for now; it becomes a wire contract in `schemas/` when the topic is produced.
-    """
-
-    kind: ModelEventKind
-    model: str
-    feature: str
-    psi: float
-    js_divergence: float
-    ks_statistic: float
-    window_start: datetime
-    window_end: datetime
-
-
 @dataclass(frozen=True, slots=True)
 class DriftReport:
-    """One evaluated window: the three measures, whether any crossed its threshold, and events."""
+    """One evaluated window: the three measures, whether any crossed its threshold, and the
+    `ModelEvent` wire messages it produced (`schemas.outputs`)."""
 
     model: str
     feature: str
@@ -281,6 +264,7 @@ class DriftMonitor:
         ks_threshold: float = 0.15,
         retrain_after: int = 3,
         epsilon: float = DEFAULT_EPSILON,
+        model_version: str = "unknown",
     ):
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
@@ -289,6 +273,7 @@ class DriftMonitor:
         if retrain_after < 1:
             raise ValueError(f"retrain_after must be >= 1, got {retrain_after}")
         self.model = model
+        self.model_version = model_version
         self.reference = reference
         self.window_size = window_size
         self.step = step or window_size
@@ -344,8 +329,7 @@ class DriftMonitor:
             kinds.append("drift_detected")
         if self._consecutive == self.retrain_after:
             kinds.append("retraining_requested")
-        feature = self.reference.feature
-        events = tuple(ModelEvent(k, self.model, feature, psi, js, ks, start, end) for k in kinds)
+        events = tuple(self._event(kind, psi, js, ks, start, end) for kind in kinds)
         return DriftReport(
             model=self.model,
             feature=self.reference.feature,
@@ -358,6 +342,21 @@ class DriftMonitor:
             drifted=drifted,
             consecutive_drifted=self._consecutive,
             events=events,
+        )
+
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"psi": self.psi_threshold, "js_divergence": self.js_threshold,
+                "ks_statistic": self.ks_threshold}
+
+    def _event(self, kind: ModelEventKind, psi: float, js: float, ks: float,
+               start: datetime, end: datetime) -> ModelEvent:
+        return ModelEvent(
+            kind=kind, model=self.model, model_version=self.model_version,
+            feature=self.reference.feature, psi=psi, js_divergence=js, ks_statistic=ks,
+            window_start=start, window_end=end, window_size=self.window_size,
+            thresholds=self.thresholds,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -19,6 +20,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 
 from models.fraud_scorer import LoadedModel, ModelIntegrityError, loaded_model_from_bytes
+from models.model_drift import REFERENCE_FILE, ModelReference
 
 CHAMPION = "champion"
 ARTIFACT_DIR = "model"
@@ -130,6 +132,23 @@ class RegisteredModel:
                 f"{self.name} v{version}: the file's feature names differ from the registered ones")
         self._check_features(model)
         return model
+
+    def load_reference(self, version: str) -> ModelReference | None:
+        """The drift reference stored with a version (`reference.json`), or None for a version
+        trained before references were stored. An unreadable file is an error."""
+        mv = self.client.get_model_version(self.name, str(version))
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = download_artifacts(artifact_uri=f"{mv.source}/{REFERENCE_FILE}", dst_path=tmp,
+                                          tracking_uri=self.tracking_uri)
+            except (MlflowException, OSError):
+                return None
+            return ModelReference.from_json(Path(path).read_bytes())
+
+    def registered_at(self, version: str) -> datetime:
+        """When a version was registered (MLflow's creation time), UTC."""
+        mv = self.client.get_model_version(self.name, str(version))
+        return datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC)
 
     def load(self, uri: str) -> LoadedModel:
         """`models:/<name>@<alias>`, `models:/<name>/<version>` or a local `.onnx` path."""

@@ -32,6 +32,7 @@ from models.fraud_scorer import (
     ModelIntegrityError,
     loaded_model_from_bytes,
 )
+from models.model_drift import REFERENCE_FILE
 from models.registered_model import (
     ARTIFACT_DIR,
     CHAMPION,
@@ -87,7 +88,7 @@ class FraudModelRegistry(RegisteredModel):
         metrics: Mapping[str, float] = {},
     ) -> str:
         """One MLflow run: params, holdout metrics (+ `metrics`, e.g. alert-level ones),
-        data range, the ONNX file and its hash."""
+        data range, the ONNX file and its hash, and the drift reference (`reference.json`)."""
         start, end = trained.data_range
         all_params = {
             **trained.params,
@@ -103,9 +104,11 @@ class FraudModelRegistry(RegisteredModel):
             **metrics,
             "parity_max_abs_diff": trained.parity_max_abs_diff,
         }
+        files = {"feature_names.json": json.dumps(list(trained.feature_names))}
+        if trained.reference is not None:
+            files[REFERENCE_FILE] = trained.reference.to_json()
         return self._log_run(f"fraud-{trained.sha256[:8]}", all_params, logged, trained.onnx_bytes,
-                             trained.sha256,
-                             {"feature_names.json": json.dumps(list(trained.feature_names))})
+                             trained.sha256, files)
 
     def register(
         self,

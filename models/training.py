@@ -14,6 +14,8 @@ was inside a labelled fraud episode at that event time (see `training_set`).
 * Export: ONNX, with the column order, defaults, threshold and data range in the
   file's metadata; onnxruntime must match scikit-learn within 1e-4 on the holdout
   or training fails (`ParityError`).
+* Drift reference: the distribution of each input over the training rows and of the
+  score over the holdout (`model_drift.ModelReference`), logged as `reference.json`.
 * Metrics on the holdout's fraud and clean rows (ambiguous rows, labelled -1, are
   left out of training and of these metrics): precision, recall (at the threshold)
   and PR-AUC, overall and per scenario. Per scenario means "this scenario's
@@ -36,6 +38,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import average_precision_score
 
 from models.fraud_features import FRAUD_MODEL_FEATURES, MISSING_DEFAULTS, MODEL_NAME, feature_matrix
+from models.model_drift import ModelReference
 from models.onnx_export import check_parity, onnx_model_bytes, sha256_hex
 
 AMBIGUOUS = -1
@@ -230,6 +233,7 @@ class TrainedFraudModel:
     parity_max_abs_diff: float
     n_train: int
     metadata: dict[str, str] = field(default_factory=dict)
+    reference: ModelReference | None = None  # for drift checks while it serves
 
     def __repr__(self) -> str:
         return (
@@ -346,4 +350,5 @@ class FraudTrainer:
             parity_max_abs_diff=parity,
             n_train=len(train),
             metadata=metadata,
+            reference=ModelReference.from_training(self.feature_names, X, scores),
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from online_store.dedup import SeenEvents
-from online_store.definitions import H1, M10
+from online_store.definitions import H1, IDLE_RESET_S, M10
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import max_pairwise_km
 from online_store.windows import SlidingCounter, SlidingSum
@@ -88,6 +88,8 @@ def update_customer(
         return state, _place_device(state, item)
     payment = item
     t = int(payment.occurred_at.timestamp())
+    if state.clock is not None and t - int(state.clock.timestamp()) > IDLE_RESET_S:
+        state = CustomerState(customer_id=state.customer_id)  # see IDLE_RESET_S
     if not state.seen.first_sighting(payment.event_id, t):
         return state, []
     state.advance_to(payment.occurred_at)

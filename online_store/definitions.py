@@ -43,6 +43,12 @@ class Feature:
 
 M5, M10, H1, H24 = 300, 600, 3600, 86_400
 
+# An entity silent for longer than this (event time) starts afresh at its next event: every
+# window and the dedup horizon have emptied by then, and "latest" values (last location fix,
+# places of a customer's jukeboxes) are forgotten too. Then releasing an idle entity's state
+# from memory changes no output (`online_store.state_release`).
+IDLE_RESET_S = H24
+
 
 def _f(name: str, window: int | None, value_type: ValueType, unit: str, ttl: int, text: str) -> Feature:
     entity = name.split("_", 1)[0]
@@ -80,9 +86,9 @@ FEATURE_LIST: tuple[Feature, ...] = (
     _f("device_venue_distance_km_last", None, "float", "km", H24,
        "Distance of the latest location report from the registered venue"),
     _f("device_speed_kmh_last", None, "float", "km/h", H24,
-       "Speed implied by the two latest location reports"),
+       "Speed implied by the two latest location reports (unset when over 24 h apart)"),
     _f("device_location_gap_s_last", None, "float", "s", H24,
-       "Time between the two latest location reports"),
+       "Time between the two latest location reports (unset when over 24 h apart)"),
     _f("device_location_accuracy_m_last", None, "float", "m", H24,
        "Reported accuracy of the latest location"),
     # customers (the opaque payment account)

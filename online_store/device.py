@@ -29,7 +29,7 @@ from datetime import datetime
 
 from online_store.customer import CustomerPayment, VenueLocated
 from online_store.dedup import SeenEvents
-from online_store.definitions import H1, H24, M5
+from online_store.definitions import H1, H24, IDLE_RESET_S, M5
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
@@ -103,6 +103,8 @@ def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceS
     if isinstance(item, VenueAssignment):
         return state, _apply_venue(state, item.venue)
     event_s = int(item.event_time.timestamp())
+    if state.clock is not None and event_s - state.clock_s > IDLE_RESET_S:
+        state = DeviceState(jukebox_id=state.jukebox_id, venue=state.venue)  # see IDLE_RESET_S
     if not state.seen.first_sighting(f"{item.kind}:{item.event_id}", event_s):
         return state, []
     state.advance_to(item.event_time)
@@ -218,7 +220,7 @@ def location_values(state: DeviceState) -> dict[str, FeatureValue]:
     distance = speed = gap = None
     if latest is not None and venue is not None:
         distance = haversine_km(latest.lat, latest.lon, venue.lat, venue.lon)
-    if latest is not None and previous is not None:
+    if latest is not None and previous is not None and (latest.t - previous.t).total_seconds() <= IDLE_RESET_S:
         gap = (latest.t - previous.t).total_seconds()
         km = haversine_km(previous.lat, previous.lon, latest.lat, latest.lon)
         speed = km / (gap / 3600.0) if gap > 0 else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, StrictStr
 
@@ -101,4 +101,40 @@ class DeadLetter(Contract):
     seen_at: UtcDatetime
 
 
-OUTPUT_CONTRACTS = (FraudAlert, RecommendationUpdate, DeadLetter)
+ModelEventKind = Literal["drift_detected", "retraining_requested"]
+
+SCORE_FEATURE = "score"
+"""`ModelEvent.feature` of a check on the model's own output rather than an input."""
+
+
+class ModelEvent(Contract):
+    """A model-lifecycle event on `jukebox.model-events.v1`, keyed by model name.
+
+    `drift_detected`: the first window of a run of drifted windows of one input (or of
+    the score); `retraining_requested`: that run reached the configured length.
+    `jukebox train fraud --on-retraining-request` acts on the latter.
+
+    >>> event = ModelEvent(kind="drift_detected", model="jukebox-fraud", model_version="3",
+    ...     feature="device_plays_1h", psi=0.31, js_divergence=0.05, ks_statistic=0.2,
+    ...     window_start="2026-11-23T20:00:00Z", window_end="2026-11-23T20:10:00Z",
+    ...     window_size=1000, thresholds={"psi": 0.2, "js_divergence": 0.1, "ks_statistic": 0.15})
+    >>> ModelEvent.model_validate_json(event.model_dump_json()) == event
+    True
+    """
+
+    kind: ModelEventKind
+    model: EntityId
+    model_version: EntityId
+    feature: EntityId = Field(description=f"The model input checked, or '{SCORE_FEATURE}' for its output")
+    psi: Annotated[float, Field(ge=0.0, description="Population stability index vs the reference")]
+    js_divergence: Annotated[float, Field(ge=0.0, le=1.0, description="Jensen-Shannon divergence, bits")]
+    ks_statistic: Annotated[float, Field(ge=0.0, le=1.0, description="Two-sample Kolmogorov-Smirnov statistic")]
+    window_start: UtcDatetime = Field(description="Earliest event time in the window")
+    window_end: UtcDatetime = Field(description="Latest event time in the window")
+    window_size: Annotated[StrictInt, Field(ge=1, description="Values in the window")]
+    thresholds: dict[str, float] = Field(
+        description="Threshold per measure (psi, js_divergence, ks_statistic); reaching any drifts"
+    )
+
+
+OUTPUT_CONTRACTS = (FraudAlert, RecommendationUpdate, DeadLetter, ModelEvent)

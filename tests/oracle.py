@@ -133,6 +133,8 @@ def _device(events, venue: VenueRegistration | None) -> dict:
         _km(latest.lat, latest.lon, venue.lat, venue.lon) if latest and venue else None
     )
     gap = (latest.reported_at - previous.reported_at).total_seconds() if previous else None
+    if gap is not None and gap > 24 * 3600:
+        gap = None  # reports a day apart are not "consecutive": no gap, no speed
     values["device_location_gap_s_last"] = gap
     values["device_speed_kmh_last"] = (
         _km(previous.lat, previous.lon, latest.lat, latest.lon) / (gap / 3600) if gap else None

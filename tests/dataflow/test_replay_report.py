@@ -167,3 +167,20 @@ def test_a_model_file_and_its_threshold_can_be_backtested(recorded, tmp_path):
     alerts = [orjson.loads(line) for line in (tmp_path / "low" / "fraud_alerts.jsonl").read_bytes().splitlines()]
     assert all(a["model_versions"] == {"jukebox-fraud": version} for a in alerts)
     assert low["alerts"]["by_reason"].get("model_score", 0) > high["alerts"]["by_reason"].get("model_score", 0)
+
+
+def test_recommendations_replay_byte_identical_from_a_catalog_file(recorded, tmp_path):
+    from models.recs_catalog import write_catalog_jsonl
+
+    history, labels, _ = recorded
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog_jsonl(catalog, Simulation(jukeboxes=250, seed=5, start=START).catalog.songs)
+    options = ("--recs", "--catalog", str(catalog), "--recs-model", "none", "--features-only")
+    first = replay(history, labels, tmp_path / "a", *options)
+    replay(history, labels, tmp_path / "b", *options)
+    lists = (tmp_path / "a" / "recommendations.jsonl").read_bytes()
+    assert lists and lists == (tmp_path / "b" / "recommendations.jsonl").read_bytes()
+    updates = [RecommendationUpdate.model_validate_json(line) for line in lists.splitlines()]
+    assert {u.model_version for u in updates} == {"trending"}
+    assert all(u.generated_at == u.based_on_event_time for u in updates)  # event time, not wall clock
+    assert first["config"]["recs"]["ranked_by"] == "trending"

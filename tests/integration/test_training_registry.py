@@ -4,14 +4,17 @@ better, load the champion back verified, and hot-swap it in a watcher."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dataflows.train import pending_retraining_request
 from models.fraud_features import feature_matrix
 from models.fraud_scorer import ChampionWatcher, FraudScorer, ModelIntegrityError
+from models.model_drift import REFERENCE_FILE
 from models.registry import (
     CHAMPION,
     ONNX_FILE,
@@ -21,6 +24,7 @@ from models.registry import (
 )
 from models.training import FraudTrainer, TrainedFraudModel
 from models.training_set import HistoryStats, labelled_training_set
+from schemas.outputs import ModelEvent
 from simulator.simulation import Simulation
 
 pytestmark = pytest.mark.integration
@@ -213,3 +217,32 @@ def test_a_running_flow_switches_to_a_newly_promoted_model_without_restart_or_lo
         assert events_in(flow.metrics_port) == sent  # nothing lost, nothing processed twice
     finally:
         flow.stop()
+
+
+def test_the_drift_reference_is_stored_with_the_version_and_loaded_back(tmp_path, weak):
+    assert weak.reference is not None and weak.reference.score is not None
+    registry = FraudModelRegistry(local_tracking_uri(tmp_path))
+    version = registry.register(weak).version
+    assert (artifact_of(registry, version).parent / REFERENCE_FILE).is_file()
+    loaded = registry.load_reference(version)
+    assert loaded == weak.reference
+    assert set(loaded.feature_names) <= set(weak.feature_names) and len(loaded.feature_names) > 10
+    # A version trained before references were stored: no reference, so no drift checks.
+    older = registry.register(replace(weak, reference=None)).version
+    assert registry.load_reference(older) is None
+
+    # A retraining request counts only when its window ended after the champion was registered.
+    champion = registry.champion_version()
+    registered_at = registry.registered_at(champion)
+
+    def request(end) -> bytes:
+        return ModelEvent(kind="retraining_requested", model="jukebox-fraud", model_version=champion,
+                          feature="score", psi=0.4, js_divergence=0.2, ks_statistic=0.3,
+                          window_start=end, window_end=end, window_size=1000,
+                          thresholds={}).model_dump_json().encode()
+
+    stale = request(registered_at - timedelta(minutes=1))
+    fresh = request(registered_at + timedelta(minutes=1))
+    assert pending_retraining_request(registry, [stale, b"not json", None])[0] is None
+    found, found_champion, _at = pending_retraining_request(registry, [stale, fresh])
+    assert found is not None and found.window_end > registered_at and found_champion == champion

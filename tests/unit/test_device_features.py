@@ -93,3 +93,28 @@ def test_final_event_time_and_values_are_the_same_whatever_the_order():
         latest[e.jukebox_id] = max(latest.get(e.jukebox_id, e.event_time), e.event_time)
     assert finals[0] == finals[1] == finals[2]
     assert {jb: as_of for jb, (as_of, _values) in finals[0].items()} == latest
+
+
+def test_an_entity_silent_for_over_a_day_starts_afresh_so_releasing_its_state_changes_nothing():
+    from datetime import timedelta
+
+    from online_store.definitions import IDLE_RESET_S
+
+    time_field = {"PlayEvent": "played_at", "PaymentEvent": "occurred_at",
+                  "DeviceLocationEvent": "reported_at"}
+    before = _events(random.Random(5), 200, 7200, jukeboxes=1, customers=1)
+    later = [e.model_copy(update={"event_id": f"later-{e.event_id}", time_field[type(e).__name__]:
+                                  e.event_time + timedelta(seconds=IDLE_RESET_S + 3 * 3600)})
+             for e in _events(random.Random(6), 50, 600, jukeboxes=1, customers=1)]
+    later.sort(key=lambda e: e.event_time)
+    kept = released = None
+    kept_rows, released_rows = [], []
+    for event in before:
+        kept, _ = update_device(kept, event)
+    for event in later:  # one state went on from the old one; the other was released (None)
+        kept, out = update_device(kept, event)
+        kept_rows += [o for o in out if not isinstance(o, CustomerPayment)]
+        released, out = update_device(released, event)
+        released_rows += [o for o in out if not isinstance(o, CustomerPayment)]
+    assert kept_rows == released_rows and kept_rows
+    assert kept_rows[0].version == 1
