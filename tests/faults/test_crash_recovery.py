@@ -59,6 +59,7 @@ def _restart_and_verify(engines, bootstrap, redis_url, topics, key_prefix, store
     assert resumed < RESUME_WITHIN_S
 
 
+@pytest.mark.slow  # the fast profile keeps the two kills around a write
 def test_sigkill_before_the_first_snapshot(engines, kafka_bootstrap, redis_url, topics,
                                            redis_key_prefix, store):
     first, second = _records(topics, seed=101)
@@ -76,6 +77,7 @@ def test_sigkill_before_the_first_snapshot(engines, kafka_bootstrap, redis_url, 
                         committed_epoch=epoch)
 
 
+@pytest.mark.slow  # the fast profile keeps the two kills around a write
 def test_sigkill_mid_epoch_while_input_streams_in(engines, kafka_bootstrap, redis_url, topics,
                                                   redis_key_prefix, store):
     first, second = _records(topics, seed=102)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 BLACKHOLES = [
     pytest.param(20.0, {}, id="20s_default_retries"),
     pytest.param(8.0, {"JUKEBOX_REDIS_RETRY_ATTEMPTS": "2", "JUKEBOX_REDIS_SOCKET_TIMEOUT_S": "1"},
-                 id="8s_two_attempts"),
+                 id="8s_two_attempts", marks=pytest.mark.slow),
 ]
 
 
@@ -70,6 +70,7 @@ def test_redis_blackholed_then_back_nothing_lost_or_doubled(
         assert outcome.exited_after_s is not None and outcome.exited_after_s < 6
 
 
+@pytest.mark.slow
 def test_redis_20ms_slower_per_round_trip_still_drains(
     engines, kafka_bootstrap, redis_url, redis_proxy, topics, redis_key_prefix, store
 ):
