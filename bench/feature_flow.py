@@ -9,7 +9,9 @@ Everything runs in one go on the same embedded broker and Redis:
    throughput is measured from the process's own `jukebox_events_in_total`;
 3. latency: events are produced at a fixed rate with event time = send time, and
    each jukebox's latency is its Redis `_written_ms` minus the send time of its last
-   event (p50/p99 over jukeboxes).
+   event (p50/p99 over jukeboxes);
+4. scale-out: a 2-process cluster (`jukebox run -i/-a`) drains the same backlog again,
+   into a fresh key prefix: what the second process adds.
 
     python -m bench.feature_flow [--events 200000] [--jukeboxes 200000] [--rate 5000]
 """
@@ -26,12 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from dataflows.local_stack import LocalStack, create_topics
+from dataflows.local_stack import LocalStack, create_topics, free_port
 from dataflows.records import RawRecord
 from schemas.events import PaymentEvent, PlayEvent
 from schemas.topics import Topics, TopicSpec
@@ -104,13 +107,15 @@ def events_in(metrics_url: str) -> float:
                if fam.name == "jukebox_events_in" for s in fam.samples if s.name.endswith("_total"))
 
 
-def drain_rate(flow: FlowProcess, total: int, timeout_s: float = 600) -> tuple[float, float]:
-    url = f"http://127.0.0.1:{flow.metrics_port}/metrics"
+def drain_rate(flows: list[FlowProcess], total: int, timeout_s: float = 600) -> tuple[float, float]:
+    """Events/s of the processes together, from their first counted event to the last."""
+    urls = [f"http://127.0.0.1:{flow.metrics_port}/metrics" for flow in flows]
     first_at = first_count = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        flow.assert_running()
-        count = events_in(url)
+        for flow in flows:
+            flow.assert_running()
+        count = sum(events_in(url) for url in urls)
         now = time.monotonic()
         if first_at is None and count > 0:
             first_at, first_count = now, count
@@ -118,6 +123,18 @@ def drain_rate(flow: FlowProcess, total: int, timeout_s: float = 600) -> tuple[f
             return (count - first_count) / (now - first_at), now - first_at
         time.sleep(0.1)
     raise TimeoutError(f"flow did not drain {total} events in {timeout_s}s")
+
+
+def cluster(bootstrap: str, redis_url: str, topics: Topics, key_prefix: str, workdir: Path,
+            processes: int) -> list[FlowProcess]:
+    """`jukebox run -i/-a` processes sharing one recovery directory (one partition each)."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    recovery = workdir / "recovery"
+    recovery.mkdir(parents=True, mode=0o700)
+    init_db_dir(recovery, processes)
+    return [FlowProcess(bootstrap, redis_url, topics, key_prefix, workdir / f"p{i}", snapshot_interval_s=5.0,
+                        extra_env={"JUKEBOX_FLOW_RECOVERY_DIR": str(recovery)},
+                        args=["-i", str(i), "-a", addresses]).start() for i in range(processes)]
 
 
 def latency_ms(bootstrap: str, flow: FlowProcess, client: redis.Redis, topics: Topics, rate: int,
@@ -171,11 +188,19 @@ def main() -> None:
         flow = FlowProcess(stack.kafka_bootstrap, stack.redis_url, topics, "bench", Path(workdir),
                            snapshot_interval_s=5.0).start()
         try:
-            flow_rate, seconds = drain_rate(flow, args.events)
+            flow_rate, seconds = drain_rate([flow], args.events)
             latencies = latency_ms(stack.kafka_bootstrap, flow, client, topics, args.rate,
                                    args.latency_seconds, jukeboxes=50_000)
         finally:
             flow.stop()
+        # The same backlog again with two processes (a fresh key prefix and recovery directory).
+        drained = args.events  # the latency phase's events come after the backlog
+        pair = cluster(stack.kafka_bootstrap, stack.redis_url, topics, "bench2", Path(workdir) / "two", 2)
+        try:
+            two_rate, two_seconds = drain_rate(pair, drained)
+        finally:
+            for process in pair:
+                process.stop()
         used_memory = client.info("memory")["used_memory"]
         keys = client.dbsize()
 
@@ -185,6 +210,8 @@ def main() -> None:
     table.add_row("raw pass-through (consume+produce, confirmed)", f"{raw:,.0f} ev/s")
     table.add_row("feature flow: backlog drain", f"{flow_rate:,.0f} ev/s ({seconds:.1f}s)")
     table.add_row("ratio flow / pass-through", f"{flow_rate / raw:.2f}")
+    table.add_row("feature flow: backlog drain, 2 processes", f"{two_rate:,.0f} ev/s ({two_seconds:.1f}s)")
+    table.add_row("what the second process adds (2 / 1 process)", f"{two_rate / flow_rate:.2f}x")
     table.add_row("fleet peak target", "20,000 ev/s")
     if latencies:
         q = statistics.quantiles(latencies, n=100)
