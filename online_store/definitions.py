@@ -44,9 +44,10 @@ class Feature:
 M5, M10, H1, H24 = 300, 600, 3600, 86_400
 
 # An entity silent for longer than this (event time) starts afresh at its next event: every
-# window and the dedup horizon have emptied by then, and "latest" values (last location fix,
-# places of a customer's jukeboxes) are forgotten too. Then releasing an idle entity's state
-# from memory changes no output (`online_store.state_release`).
+# window and the dedup horizon have emptied by then. A device keeps its venue and its last two
+# location fixes (a late report may still pair with them; the location features ignore fixes
+# over a day apart). Releasing an idle entity's state from memory then changes no output
+# (`online_store.state_release`, which waits longer: lateness, skew and a partition margin).
 IDLE_RESET_S = H24
 
 
@@ -84,13 +85,13 @@ FEATURE_LIST: tuple[Feature, ...] = (
        "Succeeded payments in the last 24 hours per currency, exact decimal text (JSON object)"),
     # location (latest by event time)
     _f("device_venue_distance_km_last", None, "float", "km", H24,
-       "Distance of the latest location report from the registered venue"),
+       "Distance of the latest location report (within a day of the latest event) from the venue"),
     _f("device_speed_kmh_last", None, "float", "km/h", H24,
        "Speed implied by the two latest location reports (unset when over 24 h apart)"),
     _f("device_location_gap_s_last", None, "float", "s", H24,
        "Time between the two latest location reports (unset when over 24 h apart)"),
     _f("device_location_accuracy_m_last", None, "float", "m", H24,
-       "Reported accuracy of the latest location"),
+       "Reported accuracy of the latest location report (within a day of the latest event)"),
     # customers (the opaque payment account)
     _f("customer_payments_10m", M10, "int", "payments", M10, "Payment attempts in the last 10 minutes"),
     _f("customer_failed_payments_10m", M10, "int", "payments", M10, "Failed payments in the last 10 minutes"),

@@ -104,7 +104,8 @@ def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceS
         return state, _apply_venue(state, item.venue)
     event_s = int(item.event_time.timestamp())
     if state.clock is not None and event_s - state.clock_s > IDLE_RESET_S:
-        state = DeviceState(jukebox_id=state.jukebox_id, venue=state.venue)  # see IDLE_RESET_S
+        state = DeviceState(jukebox_id=state.jukebox_id, venue=state.venue,  # see IDLE_RESET_S
+                            latest_fix=state.latest_fix, previous_fix=state.previous_fix)
     if not state.seen.first_sighting(f"{item.kind}:{item.event_id}", event_s):
         return state, []
     state.advance_to(item.event_time)
@@ -217,6 +218,8 @@ def _customer_payment(state: DeviceState, payment: PaymentEvent) -> CustomerPaym
 
 def location_values(state: DeviceState) -> dict[str, FeatureValue]:
     latest, previous, venue = state.latest_fix, state.previous_fix, state.venue
+    if latest is not None and state.clock is not None and (state.clock - latest.t).total_seconds() > IDLE_RESET_S:
+        latest = previous = None  # no report within a day of the jukebox's latest event
     distance = speed = gap = None
     if latest is not None and venue is not None:
         distance = haversine_km(latest.lat, latest.lon, venue.lat, venue.lon)

@@ -129,6 +129,8 @@ def _device(events, venue: VenueRegistration | None) -> dict:
     }
     latest = fixes[-1] if fixes else None
     previous = fixes[-2] if len(fixes) > 1 else None
+    if latest is not None and (clock - latest.reported_at).total_seconds() > 24 * 3600:
+        latest = previous = None  # no report within a day of the jukebox's latest event
     values["device_venue_distance_km_last"] = (
         _km(latest.lat, latest.lon, venue.lat, venue.lon) if latest and venue else None
     )
