@@ -53,7 +53,7 @@ from dataflows.record import (
     time_ms_from_text,
 )
 from dataflows.records import OutMessage, RawRecord
-from dataflows.replay_recs import replay_recs_config
+from dataflows.replay_recs import model_for_replay, replay_recs_config
 from dataflows.replay_run import (
     OUTPUT_ATTRS,
     ReplayNamespace,
@@ -113,20 +113,19 @@ def replay_scorer(model: str, settings: JukeboxSettings, explicit: bool) -> tupl
         return None, None
     from models.registry import FraudModelRegistry, load_onnx_file, local_tracking_uri
 
-    try:
+    def load():
         if model.startswith("models:/"):
             tracking = settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
             loaded = FraudModelRegistry(tracking).load(model)
         else:
             loaded = load_onnx_file(Path(model))
-        scorer = FraudScorer.from_model(loaded)
-    except Exception as exc:
-        if explicit:
-            console.print(f"[red]cannot load model {model!r}:[/red] {exc}")
-            raise typer.Exit(2) from None
-        console.print(f"[yellow]no model from {model} ({exc}); replaying rules only, like a live flow "
-                      "without a champion[/yellow]")
+        return loaded, FraudScorer.from_model(loaded)
+
+    found = model_for_replay(load, "model", model, explicit,
+                             "replaying rules only, like a live flow without a champion")
+    if found is None:
         return None, None
+    loaded, scorer = found
     return scorer, {"uri": model, "name": scorer.name, "version": scorer.version,
                     "sha256": loaded.sha256, "threshold": scorer.threshold}
 

@@ -114,8 +114,8 @@ def _flood(ids: int, cap: str, engines, kafka_bootstrap, topics, redis_key_prefi
 # (distinct ids, Redis maxmemory, seconds to catch up, engine RSS bound in MiB)
 FLOODS = [
     pytest.param(30_000, "128mb", 90, 1200, id="30k"),
-    pytest.param(100_000, "256mb", 120, 1500, id="100k", marks=pytest.mark.slow),
-    pytest.param(1_000_000, "1500mb", 1200, 8000, id="1m", marks=pytest.mark.slow),
+    pytest.param(100_000, "256mb", 120, 1500, id="100k", marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
+    pytest.param(1_000_000, "1500mb", 1200, 8000, id="1m", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
 ]
 
 

@@ -27,7 +27,7 @@ from tests.faults.conftest import report
 from tests.faults.feed import produce_acknowledged, simulated_records
 from tests.integration.flow_process import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SUSTAIN_S = float(os.environ.get("JUKEBOX_FAULTS_SUSTAIN_S", "600"))
 LOAD_SHARE = 0.8
