@@ -58,7 +58,7 @@ def _ensure_champion(tracking_uri: str) -> str:
     from dataflows.train import train_fraud
 
     train_fraud(jukeboxes=300, days=1.0, seed=0, fraud_rate=0.3, tracking_uri=tracking_uri,
-                n_estimators=60, min_gain=0.0)
+                n_estimators=60, min_gain=0.0, on_retraining_request=False)
     return registry.champion_version() or "none"
 
 
