@@ -204,7 +204,7 @@ def main() -> None:
         used_memory = client.info("memory")["used_memory"]
         keys = client.dbsize()
 
-    table = Table(title="feature flow vs raw Kafka pass-through (same broker, same run, 1 process)")
+    table = Table(title="feature flow vs raw Kafka pass-through (same broker, same run)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("raw pass-through (consume+produce, confirmed)", f"{raw:,.0f} ev/s")
