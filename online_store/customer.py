@@ -23,6 +23,7 @@ from online_store.dedup import SeenEvents
 from online_store.definitions import H1, IDLE_RESET_S, M10
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import max_pairwise_km
+from online_store.snapshot_form import time_form, time_from, window_form, window_from
 from online_store.windows import SlidingCounter, SlidingSum
 
 
@@ -65,7 +66,11 @@ class CustomerState:
     countries_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
 
     def __reduce__(self):
-        return (CustomerState, tuple(getattr(self, name) for name in self.__slots__))
+        # Flat, primitives only (online_store/snapshot_form.py): paid about once per payment.
+        return (_customer_state, (
+            self.customer_id, self.version, time_form(self.clock), self.seen,
+            window_form(self.payments_10m), window_form(self.failed_10m),
+            window_form(self.devices_10m), self.device_places, window_form(self.countries_1h)))
 
     def advance_to(self, event_time: datetime) -> None:
         if self.clock is not None and event_time <= self.clock:
@@ -77,6 +82,13 @@ class CustomerState:
         self.seen.forget_before(clock_s)
         for jukebox_id in [j for j in self.device_places if j not in self.devices_10m.totals]:
             del self.device_places[jukebox_id]
+
+
+def _customer_state(customer_id: str, version: int, clock_us: int | None, seen: SeenEvents,
+                    payments: tuple, failed: tuple, devices: tuple,
+                    device_places: dict[str, tuple[float, float] | None], countries: tuple) -> CustomerState:
+    return CustomerState(customer_id, version, time_from(clock_us), seen, window_from(payments),
+                         window_from(failed), window_from(devices), device_places, window_from(countries))
 
 
 def update_customer(

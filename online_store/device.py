@@ -33,6 +33,7 @@ from online_store.definitions import H1, H24, IDLE_RESET_S, M5
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
+from online_store.snapshot_form import time_form, time_from, window_form, window_from
 from online_store.venues import VenueAssignment, VenueRef
 from online_store.windows import SlidingCounter, SlidingSum
 from schemas.countries import CURRENCIES
@@ -72,8 +73,11 @@ class DeviceState:
     previous_fix: LocationFix | None = None
 
     def __reduce__(self):
-        # Flat and positional: Bytewax snapshots every touched jukebox each epoch.
-        return (DeviceState, tuple(getattr(self, name) for name in self.__slots__))
+        # Flat, primitives only (online_store/snapshot_form.py): paid about once per event.
+        return (_device_state, (
+            self.jukebox_id, self.version, time_form(self.clock), _venue_form(self.venue),
+            self.seen, tuple(window_form(w) for w in self._windows()),
+            _fix_form(self.latest_fix), _fix_form(self.previous_fix)))
 
     @property
     def clock_s(self) -> int | None:
@@ -94,6 +98,35 @@ class DeviceState:
         for window in self._windows():
             window.advance(clock_s)
         self.seen.forget_before(clock_s)
+
+
+def _venue_form(venue: VenueRef | None) -> tuple | None:
+    if venue is None:
+        return None
+    return (venue.venue_id, venue.country, venue.lat, venue.lon, venue.timezone,
+            venue.open_intervals, venue.updated_at_s, venue.active)
+
+
+def _fix_form(fix: LocationFix | None) -> tuple | None:
+    return None if fix is None else (time_form(fix.t), fix.lat, fix.lon, fix.accuracy_m)
+
+
+def _fix_from(form: tuple | None) -> LocationFix | None:
+    return None if form is None else LocationFix(time_from(form[0]), *form[1:])
+
+
+def _device_state(jukebox_id: str, version: int, clock_us: int | None, venue: tuple | None,
+                  seen: SeenEvents, windows: tuple, latest: tuple | None,
+                  previous: tuple | None) -> DeviceState:
+    return DeviceState(jukebox_id, version, time_from(clock_us),
+                       None if venue is None else VenueRef(*venue), seen,
+                       latest_fix=_fix_from(latest), previous_fix=_fix_from(previous),
+                       **{name: window_from(form) for name, form in zip(_WINDOWS, windows, strict=True)})
+
+
+_WINDOWS = (  # DeviceState._windows(), by name
+    "plays_5m", "plays_1h", "plays_24h", "credits_used_1h", "unpaid_plays_1h", "after_hours_plays_1h",
+    "songs_1h", "payments_1h", "failed_payments_1h", "paid_minor_1h", "paid_minor_24h", "payers_24h")
 
 
 def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceState, list]:
