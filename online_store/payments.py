@@ -15,6 +15,7 @@ the float result is the same whatever order the payments arrived in.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 import orjson
 
@@ -26,23 +27,30 @@ def _major(minor: int, currency: str) -> Decimal:
 
 
 def revenue_usd(minor_by_currency: dict[str, int]) -> float:
-    total = sum(
-        (_major(minor, cur) * CURRENCIES[cur].usd_per_unit for cur, minor in sorted(minor_by_currency.items())),
-        Decimal(0),
-    )
-    return float(total)
+    return _revenue_usd(tuple(sorted(minor_by_currency.items())))
 
 
 def credits_paid(minor_by_currency: dict[str, int]) -> float:
-    total = sum(
-        (_major(minor, cur) / CURRENCIES[cur].credit_price for cur, minor in sorted(minor_by_currency.items())),
-        Decimal(0),
-    )
-    return float(total)
+    return _credits_paid(tuple(sorted(minor_by_currency.items())))
 
 
 def currency_map_json(minor_by_currency: dict[str, int]) -> str:
     """Exact amounts per currency as decimal text, keys sorted."""
-    return orjson.dumps(
-        {cur: str(_major(minor, cur)) for cur, minor in sorted(minor_by_currency.items()) if minor},
-    ).decode()
+    return _currency_map_json(tuple(sorted(minor_by_currency.items())))
+
+
+# Read once per event for every jukebox, and most hold one currency with a total seen
+# before: Decimal arithmetic is the expensive part, so results are cached by totals.
+@lru_cache(maxsize=65_536)
+def _revenue_usd(totals: tuple[tuple[str, int], ...]) -> float:
+    return float(sum((_major(minor, cur) * CURRENCIES[cur].usd_per_unit for cur, minor in totals), Decimal(0)))
+
+
+@lru_cache(maxsize=65_536)
+def _credits_paid(totals: tuple[tuple[str, int], ...]) -> float:
+    return float(sum((_major(minor, cur) / CURRENCIES[cur].credit_price for cur, minor in totals), Decimal(0)))
+
+
+@lru_cache(maxsize=65_536)
+def _currency_map_json(totals: tuple[tuple[str, int], ...]) -> str:
+    return orjson.dumps({cur: str(_major(minor, cur)) for cur, minor in totals if minor}).decode()
