@@ -30,9 +30,10 @@ from schemas.types import SCHEMA_VERSION
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_DEPTH = 8
 
-# A JSON object key: a complete string literal followed by a colon. Inside a string
-# literal every quote is escaped, so this never matches within a value.
-_KEY = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:')
+# Every string literal, in order, and whether a colon follows it (then it is a key).
+# Matching strings one after another keeps the scan on string boundaries; a pattern for
+# keys alone would restart at a value's closing quote and miscount.
+_STRING_OR_KEY = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 _PYDANTIC_REASONS = {
@@ -112,9 +113,39 @@ def parse_json_object(raw: bytes, limits: DecodeLimits = DecodeLimits()) -> dict
         return DecodeError("malformed_json", None, str(exc)[:200])
     if not isinstance(value, dict):
         return DecodeError("not_an_object", None, f"top level is {type(value).__name__}")
-    if len(_KEY.findall(raw)) != _count_keys(value):
+    if _key_occurrences(raw) != _key_count(raw, value):
         return DecodeError("duplicate_key", None, "an object repeats a key")
     return value
+
+
+# Where counting `":` would miscount keys: a quote then whitespace (a key apart from its
+# colon), or an opening quote (after `{[,:` or whitespace) of a string starting with `:`.
+_MISCOUNTED = (b'" ', b'"\t', b'"\n', b'"\r', b'{":', b'[":', b'":":', b',":', b' ":', b'\t":',
+               b'\n":', b'\r":')
+
+
+def _key_occurrences(raw: bytes) -> int:
+    """Keys written in `raw` (a valid JSON object), duplicates included.
+
+    Fast path: with no escaped quote, every quote delimits a string; then `":` is a key's
+    end unless the quote opens a string starting with `:`, and every key ends in `":`
+    unless whitespace precedes its colon. Without those (`_MISCOUNTED`), counting `":`
+    counts the keys; otherwise a scan of every string (~20 µs slower).
+
+    >>> _key_occurrences(b'{"a":1,"b":{"a":"x"}}'), _key_occurrences(b'{"a" :1, "a\\":" : 2}')
+    (3, 2)
+    """
+    if b'\\"' not in raw and not any(pattern in raw for pattern in _MISCOUNTED):
+        return raw.count(b'":')
+    return sum(1 for match in _STRING_OR_KEY.finditer(raw) if match.group(1))
+
+
+def _key_count(raw: bytes, value: dict) -> int:
+    """Keys in the parsed object, nested ones included. One `{` and no `[` in the bytes
+    means a flat object (a nested one would add a `{` or `[`): no recursion needed."""
+    if raw.count(b"{") == 1 and b"[" not in raw:
+        return len(value)
+    return _count_keys(value)
 
 
 def _unwrap_debezium(value: dict) -> dict | DecodeError:

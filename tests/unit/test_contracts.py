@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from schemas.decoding import DecodeError, DecodeLimits, decode_event
+from schemas.decoding import (
+    DecodeError,
+    DecodeLimits,
+    _key_occurrences,
+    decode_event,
+    parse_json_object,
+)
 from schemas.events import PaymentEvent, PlayEvent, VenueRegistration
 from schemas.json_schema import JSON_DIR, json_schema_bytes, json_schemas
 from tests.sample_events import VENUE, sample_events
@@ -85,3 +94,26 @@ def test_debezium_envelopes_unwrap_to_a_registration_or_a_deregistration():
 def test_payment_amount_is_exact_in_minor_units():
     event = decode_event(orjson.dumps(PAY), PaymentEvent)
     assert event.amount_minor == 1250 and event.occurred_at.utcoffset().total_seconds() == 0
+
+
+_TEXT = st.text(alphabet='ab"\\: \t{}[],\n', max_size=6)
+_JSON = st.recursive(st.none() | st.integers(-5, 5) | _TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.dictionaries(_TEXT, _JSON, max_size=5), duplicate=st.booleans(),
+       separators=st.sampled_from([(",", ":"), (", ", ": "), (",", " : "), (",\n", ":\t")]))
+def test_keys_are_counted_exactly_so_only_a_repeated_key_is_refused(value, duplicate, separators):
+    """Keys are counted exactly (against json's own pairs) on any object, whatever the
+    spacing, escapes and nesting: a repeated key is always refused, and nothing else is."""
+    raw = json.dumps(value, separators=separators).encode()
+    if duplicate and value:
+        key = json.dumps(next(iter(value)))
+        raw = raw[:-1] + f"{separators[0]}{key}{separators[1]}1}}".encode()
+    pairs: list[int] = []
+    json.loads(raw, object_pairs_hook=lambda items: pairs.append(len(items)))
+    assert _key_occurrences(raw) == sum(pairs)
+    parsed = parse_json_object(raw, DecodeLimits(max_depth=64))
+    assert isinstance(parsed, DecodeError) == (duplicate and bool(value)), (raw, parsed)
