@@ -10,22 +10,20 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from confluent_kafka import TopicPartition
 
 from dataflows.drift_step import DriftConfig
 from dataflows.feature_sink import FeatureStoreSink
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.fraud_steps import FraudConfig
 from dataflows.kafka_sink import ConfirmedKafkaSink
+from dataflows.kafka_source import LaggingKafkaSource
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
 from dataflows.recs_live import load_catalog, recs_config
@@ -44,7 +42,6 @@ from schemas.decoding import DecodeLimits
 from schemas.outputs import FraudAlert
 from schemas.topics import Topics
 
-LAG_REFRESH_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -114,34 +111,6 @@ def observe_redis_write(metrics: EngineMetrics):
     return observe
 
 
-class LaggingKafkaSource(KafkaSource):
-    """Bytewax's KafkaSource (partition assignment, offsets in recovery snapshots) plus
-    consumer lag from fetch watermarks: Tansu's `list_offsets(latest)` is wrong."""
-
-    def __init__(self, *args, metrics: EngineMetrics, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._metrics = metrics
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
-        part = super().build_part(step_id, for_part, resume_state)
-        metrics, next_batch, last = self._metrics, part.next_batch, [0.0]
-        gauge = metrics.consumer_lag.labels(topic=part._topic, partition=str(part._part_idx))
-
-        def next_batch_with_lag():
-            batch = next_batch()
-            now = time.monotonic()
-            if now - last[0] >= LAG_REFRESH_S:
-                last[0] = now
-                _, high = part._consumer.get_watermark_offsets(
-                    TopicPartition(part._topic, part._part_idx), cached=True)
-                if high >= 0 and part._offset >= 0:
-                    gauge.set(max(0, high - part._offset))
-            return batch
-
-        part.next_batch = next_batch_with_lag
-        return part
-
-
 def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConfig:
     """Rules always; the model from MLflow (`models:/...@champion`, followed and hot-swapped)
     or a local ONNX file; River on closed device windows."""
@@ -200,8 +169,7 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
 def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Dataflow:
     if not settings.kafka.bootstrap:
         raise ConfigurationError("JUKEBOX_KAFKA_BOOTSTRAP is not set (or run `jukebox demo`)")
-    if settings.redis.url is None:
-        raise ConfigurationError("JUKEBOX_REDIS_URL is not set (or run `jukebox demo`)")
+    redis_url(settings)  # fail before anything is built
     recs = None
     if settings.flow.recommendations:
         try:
@@ -228,18 +196,23 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Da
     return build_flow("jukebox", source, outputs, config, metrics_observers(metrics))
 
 
-def feature_store(settings: JukeboxSettings) -> RedisFeatureStore:
-    """The Redis store the settings describe (the client connects lazily)."""
-    redis = settings.redis
-    if redis.url is None:
+def redis_url(settings: JukeboxSettings) -> str:
+    if settings.redis.url is None:
         raise ConfigurationError("JUKEBOX_REDIS_URL is not set (or run `jukebox demo`)")
+    return settings.redis.url.get_secret_value()
+
+
+def feature_store(settings: JukeboxSettings, key_prefix: str | None = None) -> RedisFeatureStore:
+    """The Redis store the settings describe (the client connects lazily); `key_prefix`
+    overrides the configured one (a replay's namespace)."""
+    redis = settings.redis
     client = redis_client_from(
-        redis.url.get_secret_value(), username=redis.username,
+        redis_url(settings), username=redis.username,
         password=redis.password.get_secret_value() if redis.password else None,
         ssl_ca_certs=redis.ssl_ca_certs, ssl_certfile=redis.ssl_certfile,
         ssl_keyfile=redis.ssl_keyfile, socket_timeout_s=redis.socket_timeout_s,
     )
-    return RedisFeatureStore(client, redis.key_prefix, attempts=redis.retry_attempts)
+    return RedisFeatureStore(client, key_prefix or redis.key_prefix, attempts=redis.retry_attempts)
 
 
 def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:
