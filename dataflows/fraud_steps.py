@@ -36,6 +36,7 @@ from models.decision import (
 from models.fraud_scorer import FraudScorer
 from models.rules import RulePolicy, SustainState, rule_hits, sustained_hits
 from online_store.definitions import IDLE_RESET_S
+from online_store.state_release import silent_past_horizon
 from schemas.outputs import FraudAlert
 from schemas.topics import Topics
 
@@ -175,7 +176,7 @@ class _DecideLogic(ReleasingLogic, op.StatefulBatchLogic):
 
     def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
         last = None if self.state is None else self.state.window_start_s
-        return last is not None and fleet_clock_s is not None and fleet_clock_s - last > horizon_s
+        return silent_past_horizon(last, fleet_clock_s, horizon_s)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []

@@ -38,7 +38,7 @@ from dataflows.backtest_report import backtest_report, diff_table, summary_table
 from dataflows.flow import FlowConfig
 from dataflows.fraud_steps import FraudConfig
 from dataflows.kafka_sink import ConfirmedProducer, DeliveryFailed
-from dataflows.live import flow_config
+from dataflows.live import feature_store, flow_config
 from dataflows.local_stack import create_topics
 from dataflows.record import (
     HistoryError,
@@ -53,7 +53,8 @@ from dataflows.record import (
     time_ms_from_text,
 )
 from dataflows.records import OutMessage, RawRecord
-from dataflows.replay_recs import model_for_replay, replay_recs_config
+from dataflows.replay_models import replay_scorer
+from dataflows.replay_recs import replay_recs_config
 from dataflows.replay_run import (
     OUTPUT_ATTRS,
     ReplayNamespace,
@@ -70,7 +71,7 @@ from models.decision import DecisionPolicy
 from models.fraud_scorer import FraudScorer
 from models.rules import RulePolicy
 from online_store.admission import AdmissionPolicy
-from online_store.redis_store import RedisFeatureStore, redis_client_from
+from online_store.redis_store import RedisFeatureStore
 from online_store.store import FeatureStore, InMemoryFeatureStore
 from schemas.topics import Topics
 from schemas.types import format_utc
@@ -105,29 +106,6 @@ def policy_with(policy: P, assignments: list[str], option: str) -> P:
         return replace(policy, **changes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
-
-
-def replay_scorer(model: str, settings: JukeboxSettings, explicit: bool) -> tuple[FraudScorer | None, dict | None]:
-    """The one fixed scorer of a replay (resolved once, so every event sees the same version)."""
-    if model.lower() == "none":
-        return None, None
-    from models.registry import FraudModelRegistry, load_onnx_file, local_tracking_uri
-
-    def load():
-        if model.startswith("models:/"):
-            tracking = settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
-            loaded = FraudModelRegistry(tracking).load(model)
-        else:
-            loaded = load_onnx_file(Path(model))
-        return loaded, FraudScorer.from_model(loaded)
-
-    found = model_for_replay(load, "model", model, explicit,
-                             "replaying rules only, like a live flow without a champion")
-    if found is None:
-        return None, None
-    loaded, scorer = found
-    return scorer, {"uri": model, "name": scorer.name, "version": scorer.version,
-                    "sha256": loaded.sha256, "threshold": scorer.threshold}
 
 
 def replay_fraud_config(scorer: FraudScorer | None, rules: RulePolicy, decisions: DecisionPolicy,
@@ -234,25 +212,22 @@ def _check_topics_free(client_config: dict[str, str], namespace: ReplayNamespace
 
 
 def _namespace_store(settings: JukeboxSettings, namespace: ReplayNamespace) -> Callable[[], FeatureStore]:
-    redis = settings.redis
-    if redis.url is None:
+    if settings.redis.url is None:
         console.print("[red]--redis needs JUKEBOX_REDIS_URL[/red]")
         raise typer.Exit(2)
 
     def store() -> RedisFeatureStore:
-        client = redis_client_from(
-            redis.url.get_secret_value(), username=redis.username,
-            password=redis.password.get_secret_value() if redis.password else None,
-            ssl_ca_certs=redis.ssl_ca_certs, ssl_certfile=redis.ssl_certfile,
-            ssl_keyfile=redis.ssl_keyfile, socket_timeout_s=redis.socket_timeout_s)
-        return RedisFeatureStore(client, namespace.key_prefix, attempts=redis.retry_attempts)
+        return feature_store(settings, namespace.key_prefix)
 
     probe = store()
-    for entity in ("device", "customer"):
-        if next(iter(probe.scan_entities(entity)), None) is not None:
-            console.print(f"[red]Redis already holds {entity} keys under {namespace.key_prefix!r}:[/red] "
-                          "a replay never mixes with earlier data; choose another --namespace")
-            raise typer.Exit(2)
+    try:
+        for entity in ("device", "customer"):
+            if next(iter(probe.scan_entities(entity)), None) is not None:
+                console.print(f"[red]Redis already holds {entity} keys under {namespace.key_prefix!r}:[/red] "
+                              "a replay never mixes with earlier data; choose another --namespace")
+                raise typer.Exit(2)
+    finally:
+        probe.close()
     return store
 
 

@@ -16,9 +16,20 @@ from dataflows.live import (
     recovery_config,
 )
 from dataflows.metrics import start_metrics_server
+from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
 console = Console(stderr=True)
+
+
+def check_store_reachable(settings: JukeboxSettings) -> None:
+    """Fail at start-up on a wrong password or an unreachable Redis (the flow's own
+    store connects per worker, at its first write)."""
+    store = feature_store(settings)
+    try:
+        store.check_reachable()
+    finally:
+        store.close()
 
 
 def run_command(
@@ -35,7 +46,7 @@ def run_command(
     address_list = addresses.split(";") if addresses else None
     try:
         flow = live_flow(settings)
-        feature_store(settings).check_reachable()
+        check_store_reachable(settings)
         recovery = recovery_config(recovery_dir or settings.flow.recovery_dir,
                                    partitions=workers * (len(address_list) if address_list else 1))
     except (ConfigurationError, StoreError, ValueError) as exc:

@@ -266,6 +266,10 @@ class RedisFeatureStore:
         unreachable server fails at start-up, not at the first write."""
         self._with_retries("connecting", self.client.ping)
 
+    def close(self) -> None:
+        """Close the client's connections (a store is not used after this)."""
+        self.client.close()
+
     def read(self, entity: str, entity_id: str, now: datetime) -> EntityFeatures | None:
         key = entity_key(self.key_prefix, entity, entity_id)
         fields = self._with_retries(f"reading {key}", lambda: self.client.hgetall(key))

@@ -32,9 +32,15 @@ def release_horizon_s(policy: AdmissionPolicy, partition_skew_margin_s: int) -> 
     return IDLE_RESET_S + policy.allowed_lateness_s + policy.max_future_skew_s + partition_skew_margin_s
 
 
+def silent_past_horizon(last_s: int | None, fleet_clock_s: int | None, horizon_s: int) -> bool:
+    """True when the fleet clock is more than `horizon_s` past an entity's last event time
+    (any keyed state with an event-time clock: features, fraud decisions)."""
+    return last_s is not None and fleet_clock_s is not None and fleet_clock_s - last_s > horizon_s
+
+
 def releasable(state: DeviceState | CustomerState | None, fleet_clock_s: int | None, horizon_s: int) -> bool:
-    if state is None or state.clock is None or fleet_clock_s is None:
+    if state is None or state.clock is None:
         return False
     if isinstance(state, DeviceState) and state.venue is not None:
         return False
-    return fleet_clock_s - int(state.clock.timestamp()) > horizon_s
+    return silent_past_horizon(int(state.clock.timestamp()), fleet_clock_s, horizon_s)
