@@ -22,10 +22,11 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from dataflows.fraud_steps import FraudConfig, PaymentForCustomer, ScoringRequest, fraud_alerts
 from dataflows.idle_state import FleetClock, ReleasingLogic, StateRelease
+from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
 from online_store.admission import AdmissionPolicy
@@ -234,5 +235,8 @@ def build_flow(
         kafka_streams.append(recommendation_step(split.trues, config.recs, config.topics))
     for extra in outputs.extra_steps:
         kafka_streams.append(extra(device_rows, split.falses))
-    op.output("kafka_out", op.merge("kafka_messages", *kafka_streams), outputs.kafka)
+    messages = op.merge("kafka_messages", *kafka_streams)
+    if isinstance(outputs.kafka, FixedPartitionedSink):  # a partitioned sink takes (key, message)
+        messages = op.key_on("key_kafka_out", messages, lambda _message: EpochConfirmedKafkaSink.PART)
+    op.output("kafka_out", messages, outputs.kafka)
     return flow

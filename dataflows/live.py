@@ -22,7 +22,7 @@ from dataflows.drift_step import DriftConfig
 from dataflows.feature_sink import FeatureStoreSink
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.fraud_steps import FraudConfig
-from dataflows.kafka_sink import ConfirmedKafkaSink
+from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.kafka_source import LaggingKafkaSource
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
@@ -188,7 +188,7 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Da
     )
     outputs = FlowOutputs(
         features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),
-        kafka=ConfirmedKafkaSink(
+        kafka=EpochConfirmedKafkaSink(
             kafka_config,
             on_failure=lambda topic: metrics.sink_delivery_failures.labels(topic=topic).inc(),
         ),
