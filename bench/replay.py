@@ -37,6 +37,7 @@ from dataflows.flow import FlowConfig
 from dataflows.record import file_history, merged_history
 from dataflows.replay import replay_fraud_config
 from dataflows.replay_run import ReplayRun, run_replay
+from dataflows.run_command import tune_garbage_collector
 from dataflows.simulate import record_line
 from models.decision import DecisionPolicy
 from models.fraud_features import FRAUD_MODEL_FEATURES
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
+    tune_garbage_collector()  # as `jukebox replay` does
     topics = Topics()
     rules_only = replay_fraud_config(None, RulePolicy(), DecisionPolicy(), True, False, CLOCK)
     with_model = replay_fraud_config(forest_scorer(), RulePolicy(), DecisionPolicy(), True, False, CLOCK)

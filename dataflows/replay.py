@@ -64,6 +64,7 @@ from dataflows.replay_run import (
     run_replay,
     write_lines,
 )
+from dataflows.run_command import tune_garbage_collector
 from dataflows.settings import JukeboxSettings
 from dataflows.simulate import duration_from_text
 from models.anomaly import DeviceAnomalyDetector
@@ -336,6 +337,7 @@ def replay(
         progress.update(task, completed=seen[0],
                         stats=position_text(seen[0], time.monotonic() - began, batch[-1].timestamp_ms))
 
+    tune_garbage_collector()
     try:
         with progress:
             run = run_replay(history, config, workers=workers, batch_size=batch_size,
