@@ -8,9 +8,11 @@ Polling: Bytewax's partition asks librdkafka for up to `batch_size` messages and
 up to 1 ms for them. librdkafka waits out the whole timeout unless the batch fills, so
 under live load (a few messages per partition per poll) the single worker thread sat idle
 1 ms per partition per round: ~10 % of its time, measured with py-spy. Here a poll takes
-what has already been fetched and returns at once; a partition that had nothing asks to
-be polled again after `EMPTY_POLL_PAUSE` (Bytewax's `next_awake`), so an idle engine
-does not spin, and a message waits at most that long for its poll.
+what has already been fetched and returns at once. A partition whose batch did not fill
+asks to be polled again after `POLL_PAUSE` (Bytewax's `next_awake`): an idle engine does
+not spin, and under live load the flow runs fewer, larger micro-batches (every keyed step
+pays a fixed cost per activation that grows with the keys it holds), for at most that
+much added latency. A full batch (a backlog) is followed by the next poll at once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from confluent_kafka import TopicPartition
 from dataflows.metrics import EngineMetrics
 
 LAG_REFRESH_S = 5.0
-EMPTY_POLL_PAUSE = timedelta(milliseconds=10)
+POLL_PAUSE = timedelta(milliseconds=10)
 
 
 class _NonBlockingConsumer:
@@ -50,12 +52,13 @@ class LaggingKafkaSource(KafkaSource):
         consumer = part._consumer
         part._consumer = _NonBlockingConsumer(consumer)
         metrics, next_batch, last = self._metrics, part.next_batch, [0.0]
+        batch_size = part._batch_size
         gauge = metrics.consumer_lag.labels(topic=part._topic, partition=str(part._part_idx))
         awake: list[datetime | None] = [None]
 
         def next_batch_with_lag():
             batch = next_batch()
-            awake[0] = None if batch else datetime.now(UTC) + EMPTY_POLL_PAUSE
+            awake[0] = None if len(batch) >= batch_size else datetime.now(UTC) + POLL_PAUSE
             now = time.monotonic()
             if now - last[0] >= LAG_REFRESH_S:
                 last[0] = now
