@@ -16,7 +16,6 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -25,7 +24,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from dataflows.fraud_steps import FraudConfig, PaymentForCustomer, ScoringRequest, fraud_alerts
-from dataflows.idle_state import FleetClock, ReleasingLogic, StateRelease
+from dataflows.idle_state import CustomerProbe, DeviceProbe, IdleSweep, ReleasingLogic
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
@@ -59,7 +58,7 @@ class FlowObservers:
     """Hooks for metrics; all optional so tests and replays can run without them."""
 
     on_routed: Callable[[list[tuple[RawRecord, Admitted | OutMessage]]], None] | None = None
-    on_entities: Callable[[str, int], None] | None = None
+    on_entities: Callable[[str, int], None] | None = None  # (entity, +1 held / -1 released)
 
 
 @dataclass
@@ -110,15 +109,25 @@ class _ReleasingStateLogic(ReleasingLogic, _PickledStateLogic):
 class DeviceLogic(_ReleasingStateLogic):
     """Device features; with scoring on, also what to score after each event."""
 
-    def __init__(self, resume: bytes | None, scoring: bool, release: StateRelease | None = None) -> None:
+    def __init__(self, resume: bytes | None, scoring: bool, release: IdleSweep | None = None,
+                 on_count: Callable[[int], None] | None = None) -> None:
         super().__init__(resume)
         self.scoring = scoring
-        self.release = release
+        self.release, self.on_count = release, on_count
+        self.count_entities(1)
+        if release is not None and self.state is not None and self.state.clock_s is not None:
+            release.note_restored(DeviceProbe(self.state.jukebox_id), self.state.clock_s)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
         state = self.state
+        probed = False
         for value in values:
+            if type(value) is DeviceProbe:
+                probed = True
+                if self.scoring:
+                    outputs.append(value)  # on to the jukebox's fraud decisions
+                continue
             state, emitted = update_device(state, value)
             row = payment = None
             for item in emitted:
@@ -139,21 +148,28 @@ class DeviceLogic(_ReleasingStateLogic):
             else:
                 outputs.append(ScoringRequest(row.entity_id, venue, None, row.as_of, row.values))
         self.state = state
-        return outputs, op.StatefulBatchLogic.RETAIN
+        return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
 
 class CustomerLogic(_ReleasingStateLogic):
     """Customer features; a payment carrying its device row is scored on both."""
 
-    def __init__(self, resume: bytes | None, release: StateRelease | None = None) -> None:
+    def __init__(self, resume: bytes | None, release: IdleSweep | None = None,
+                 on_count: Callable[[int], None] | None = None) -> None:
         super().__init__(resume)
-        self.release = release
+        self.release, self.on_count = release, on_count
+        self.count_entities(1)
+        if release is not None and self.state is not None and self.state.clock is not None:
+            release.note_restored(CustomerProbe(self.state.customer_id), int(self.state.clock.timestamp()))
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
         state = self.state
+        probed = False
         for value in values:
-            if isinstance(value, PaymentForCustomer):
+            if type(value) is CustomerProbe:
+                probed = True
+            elif isinstance(value, PaymentForCustomer):
                 state, rows = update_customer(state, value.payment)
                 outputs.extend(rows)
                 if rows:
@@ -165,7 +181,7 @@ class CustomerLogic(_ReleasingStateLogic):
                 state, rows = update_customer(state, value)
                 outputs.extend(rows)
         self.state = state
-        return outputs, op.StatefulBatchLogic.RETAIN
+        return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
 
 def _customer_of(item: object) -> str:
@@ -189,10 +205,8 @@ def build_flow(
     flow = Dataflow(name)
     contracts = contracts_by_topic(config.topics)
     on_routed = observers.on_routed
-    fleet_clock = FleetClock()
-    release = None if config.state_check_interval_s is None else StateRelease(
-        fleet_clock, release_horizon_s(config.admission, config.partition_skew_margin_s),
-        timedelta(seconds=config.state_check_interval_s))
+    release = None if config.state_check_interval_s is None else IdleSweep(
+        release_horizon_s(config.admission, config.partition_skew_margin_s), config.state_check_interval_s)
 
     def route_batch(batch: list) -> list:
         pairs = []
@@ -203,25 +217,34 @@ def build_flow(
             on_routed(pairs)  # once per batch: metrics cost must not scale per event
         results = [result for _raw, result in pairs]
         if release is not None:
-            fleet_clock.observe(results)
+            results.extend(release.observe(results))  # release probes, when a sweep is due
         return results
+
+    on_entities = observers.on_entities
+
+    def count_of(entity: str) -> Callable[[int], None] | None:
+        return None if on_entities is None else lambda delta: on_entities(entity, delta)
 
     records = op.input("records", flow, source)
     routed = op.flat_map_batch("route", records, route_batch)
-    split = op.branch("split_admitted", routed, lambda item: isinstance(item, Admitted))
-    device_items = op.flat_map("device_inputs", split.trues, device_inputs)
+    probes = op.branch("split_probes", routed, lambda item: type(item) in (DeviceProbe, CustomerProbe))
+    probe_kinds = op.branch("split_probe_kinds", probes.trues, lambda item: type(item) is DeviceProbe)
+    split = op.branch("split_admitted", probes.falses, lambda item: isinstance(item, Admitted))
+    device_items = op.merge("device_items", op.flat_map("device_inputs", split.trues, device_inputs),
+                            probe_kinds.trues)
     keyed = op.key_on("key_device", device_items, lambda item: item.jukebox_id)
     scoring = config.fraud is not None
     device_out = op.key_rm("device_out", op.stateful_batch(
-        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring, release)))
+        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring, release, count_of("device"))))
     by_kind = op.branch("split_device_out", device_out, lambda item: isinstance(item, FeatureRow))
     device_rows = by_kind.trues
     to_score = op.branch("split_device_scoring", by_kind.falses,
-                         lambda item: isinstance(item, ScoringRequest))
-    keyed_payments = op.key_on("key_customer", to_score.falses, _customer_of)
+                         lambda item: isinstance(item, ScoringRequest | DeviceProbe))
+    keyed_payments = op.key_on("key_customer", op.merge("customer_inputs", to_score.falses, probe_kinds.falses),
+                               _customer_of)
     customer_out = op.key_rm(
         "customer_out", op.stateful_batch("customer_features", keyed_payments,
-                                         lambda resume: CustomerLogic(resume, release))
+                                         lambda resume: CustomerLogic(resume, release, count_of("customer")))
     )
     customer_split = op.branch("split_customer_out", customer_out,
                                lambda item: isinstance(item, FeatureRow))

@@ -24,7 +24,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from dataflows.drift_step import DriftConfig, drift_events
-from dataflows.idle_state import ReleasingLogic, StateRelease
+from dataflows.idle_state import DeviceProbe, IdleSweep, ReleasingLogic
 from dataflows.records import OutMessage
 from models.anomaly import DeviceAnomalyDetector
 from models.decision import (
@@ -170,7 +170,7 @@ def decide_scored(
 
 class _DecideLogic(ReleasingLogic, op.StatefulBatchLogic):
     def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics,
-                 release: StateRelease | None = None) -> None:
+                 release: IdleSweep | None = None) -> None:
         self.state = pickle.loads(resume) if resume is not None else None
         self.config, self.topics, self.release = config, topics, release
 
@@ -180,10 +180,14 @@ class _DecideLogic(ReleasingLogic, op.StatefulBatchLogic):
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
+        probed = False
         for scored in values:
+            if type(scored) is DeviceProbe:
+                probed = True
+                continue
             self.state, emitted = decide_scored(self.state, scored, self.config, self.topics)
             outputs.extend(emitted)
-        return outputs, op.StatefulBatchLogic.RETAIN
+        return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -236,9 +240,10 @@ class _AnomalyLogic(op.StatefulBatchLogic):
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: Topics,
-                 release: StateRelease | None = None) -> Stream[OutMessage]:
-    """The fraud steps; returns the stream of alert (and model-event) messages for the Kafka sink."""
+def fraud_alerts(requests: Stream[ScoringRequest | DeviceProbe], config: FraudConfig, topics: Topics,
+                 release: IdleSweep | None = None) -> Stream[OutMessage]:
+    """The fraud steps; returns the stream of alert (and model-event) messages for the Kafka
+    sink. Release probes go around scoring, straight to the jukebox's decisions."""
 
     def score_batch(batch: list[ScoringRequest]) -> list[tuple[str, Scored]]:
         scorer = config.scorer(config.now())
@@ -252,9 +257,12 @@ def fraud_alerts(requests: Stream[ScoringRequest], config: FraudConfig, topics: 
         return [(r.jukebox_id, Scored(r, float(s), versions, threshold))
                 for r, s in zip(batch, scores, strict=True)]
 
-    scored = op.flat_map_batch("fraud_score", requests, score_batch)
+    probes = op.branch("split_decide_probes", requests, lambda item: type(item) is DeviceProbe)
+    scored = op.flat_map_batch("fraud_score", probes.falses, score_batch)
+    decide_inputs = op.merge("decide_inputs", scored,
+                             op.key_on("key_decide_probes", probes.trues, lambda probe: probe.jukebox_id))
     decided = op.key_rm("fraud_decided", op.stateful_batch(
-        "fraud_decide", scored, lambda resume: _DecideLogic(resume, config, topics, release)))
+        "fraud_decide", decide_inputs, lambda resume: _DecideLogic(resume, config, topics, release)))
     split = op.branch("split_windows", decided, lambda item: isinstance(item, ClosedWindow))
     messages = [split.falses]
     if config.anomaly is not None:

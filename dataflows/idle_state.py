@@ -1,60 +1,120 @@
 """Releasing the in-memory state of entities gone quiet, in any keyed step.
 
-`FleetClock` follows the latest admitted event time of the process; a logic that mixes in
-`ReleasingLogic` asks Bytewax to wake it every `check_every` (wall clock) and discards its
-state once its `releasable(fleet_clock_s, horizon_s)` says no later event can meet it
+Bytewax 0.21's keyed steps scan every key with a pending timer (`notify_at`) on every
+activation, twice. With a timer per entity that cost grew with the fleet, and under live
+load (many small activations) it ate the worker. So release is driven by the input:
+`IdleSweep` notes each entity's latest event time as records are routed (a dict write per
+event) and, every `check_every_s` of wall clock, sends a release probe for each entity
+silent for longer than the horizon, by the fleet clock. The probe travels the entity's
+keyed steps like an event; each discards its state if `releasable`
 (`online_store/state_release.py` has the rule and why it changes no output).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 
 from dataflows.records import Admitted
-from schemas.events import VenueRegistration
+from schemas.events import PaymentEvent, VenueRegistration
 
 
-class FleetClock:
-    """The latest admitted event time (seconds) this process has seen: how far the fleet's
-    time has moved, whichever entity it came from. Shared by the steps of one flow."""
+@dataclass(frozen=True, slots=True)
+class DeviceProbe:
+    """May this jukebox's state go? (device features, then its fraud decisions)"""
 
-    def __init__(self) -> None:
+    jukebox_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProbe:
+    """May this customer's state go?"""
+
+    customer_id: str
+
+
+class IdleSweep:
+    """The fleet clock (the latest admitted event time this process has routed) and the
+    latest event time of each entity, swept for idle ones. Shared by the workers of a
+    process (hence the lock: one acquisition per micro-batch)."""
+
+    def __init__(self, horizon_s: int, check_every_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.horizon_s = horizon_s
         self.now_s: int | None = None
+        self._check_every_s = check_every_s
+        self._clock = clock
+        self._next_sweep = clock() + check_every_s
+        self._devices: dict[str, int] = {}
+        self._customers: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    def observe(self, results: list) -> None:
-        latest = max((int(r.event.event_time.timestamp()) for r in results
-                      if isinstance(r, Admitted) and not isinstance(r.event, VenueRegistration)),
-                     default=None)
-        if latest is not None and (self.now_s is None or latest > self.now_s):
+    def observe(self, results: list) -> list[DeviceProbe | CustomerProbe]:
+        """Note a routed batch; return the probes of a sweep, when one is due."""
+        devices, customers = self._devices, self._customers
+        with self._lock:
+            latest = self.now_s
+            for result in results:
+                if type(result) is not Admitted or isinstance(result.event, VenueRegistration):
+                    continue
+                event = result.event
+                t = int(event.event_time.timestamp())
+                if devices.get(event.jukebox_id, t) <= t:
+                    devices[event.jukebox_id] = t
+                if isinstance(event, PaymentEvent) and customers.get(event.customer_id, t) <= t:
+                    customers[event.customer_id] = t
+                if latest is None or t > latest:
+                    latest = t
             self.now_s = latest
+            if self._clock() < self._next_sweep:
+                return []
+            self._next_sweep = self._clock() + self._check_every_s
+            return self._sweep()
 
+    def note_restored(self, probe: DeviceProbe | CustomerProbe, last_s: int) -> None:
+        """A state resumed from a snapshot: probe it too, though no event of it may come."""
+        seen = self._devices if isinstance(probe, DeviceProbe) else self._customers
+        entity_id = probe.jukebox_id if isinstance(probe, DeviceProbe) else probe.customer_id
+        with self._lock:
+            seen[entity_id] = max(seen.get(entity_id, last_s), last_s)
 
-@dataclass(frozen=True)
-class StateRelease:
-    fleet_clock: FleetClock
-    horizon_s: int
-    check_every: timedelta
+    def _sweep(self) -> list[DeviceProbe | CustomerProbe]:
+        if self.now_s is None:
+            return []
+        oldest = self.now_s - self.horizon_s
+        probes: list[DeviceProbe | CustomerProbe] = []
+        for seen, probe in ((self._devices, DeviceProbe), (self._customers, CustomerProbe)):
+            idle = [entity_id for entity_id, last_s in seen.items() if last_s < oldest]
+            for entity_id in idle:
+                del seen[entity_id]
+            probes.extend(probe(entity_id) for entity_id in idle)
+        return probes
 
 
 class ReleasingLogic:
-    """Asks to be woken every `check_every` (wall clock) and discards its state once
-    `releasable` says no later event can meet it."""
+    """A keyed logic that discards its state when a probe finds it releasable."""
 
-    release: StateRelease | None = None
+    release: IdleSweep | None = None
+    on_count: Callable[[int], None] | None = None  # +1 when a state is held, -1 when released
+    state: object = None
 
     def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
         raise NotImplementedError
 
-    def notify_at(self) -> datetime | None:
-        if self.release is None:
-            return None
-        return datetime.now(UTC) + self.release.check_every
-
-    def on_notify(self) -> tuple[list, bool]:
+    def after_probe(self) -> bool:
+        """Whether to discard the state, asked after a batch that carried a probe (a probe
+        for a key that held nothing built an empty logic: it goes at once)."""
         release = self.release
-        if release is not None and self.releasable(release.fleet_clock.now_s, release.horizon_s):
-            return [], op.StatefulBatchLogic.DISCARD
-        return [], op.StatefulBatchLogic.RETAIN
+        if self.state is not None and (
+                release is None or not self.releasable(release.now_s, release.horizon_s)):
+            return op.StatefulBatchLogic.RETAIN
+        self.count_entities(-1)
+        return op.StatefulBatchLogic.DISCARD
+
+    def count_entities(self, delta: int) -> None:
+        if self.on_count is not None:
+            self.on_count(delta)

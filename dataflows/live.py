@@ -98,7 +98,10 @@ def metrics_observers(metrics: EngineMetrics) -> FlowObservers:
                 metrics.decode_failures.labels(topic=topic, reason=reason).inc(n)
                 metrics.dead_letters.labels(topic=topic, reason=reason).inc(n)
 
-    return FlowObservers(on_routed=on_routed)
+    def on_entities(entity: str, delta: int) -> None:
+        metrics.entities_in_state.labels(entity=entity).inc(delta)
+
+    return FlowObservers(on_routed=on_routed, on_entities=on_entities)
 
 
 def observe_redis_write(metrics: EngineMetrics):

@@ -141,6 +141,7 @@ def test_state_of_idle_flooded_ids_is_released_once_the_fleet_clock_moves_on(
     step = "jukebox.device_features"
     wait_until(lambda: live_states(engine.recovery_dir, step) >= flood, 60, "the flood in state",
                check=engine.assert_running)
+    gauge_full = engine.metric_total("jukebox_entities_in_state")
     # Two days later the rest of the fleet is still playing; the flooded ids are silent.
     later = T0 + timedelta(days=2)
     produce_acknowledged(kafka_bootstrap, [
@@ -152,5 +153,8 @@ def test_state_of_idle_flooded_ids_is_released_once_the_fleet_clock_moves_on(
     waited = wait_until(lambda: all(live_states(engine.recovery_dir, s) < flood // 10 for s in steps), 60,
                         "the flooded ids' state to be released", check=engine.assert_running)
     held = {s.split(".")[-1]: live_states(engine.recovery_dir, s) for s in steps}
-    report("idle_state", flooded=flood, states_held_after_2_days=held, released_after_s=round(waited, 1))
+    gauge_after = engine.metric_total("jukebox_entities_in_state")
+    report("idle_state", flooded=flood, states_held_after_2_days=held, released_after_s=round(waited, 1),
+           entities_in_state_gauge=f"{gauge_full:.0f}->{gauge_after:.0f}")
     assert all(n < flood // 10 for n in held.values())
+    assert gauge_full >= flood and gauge_after < flood // 10, "the entities-in-state gauge is wrong"
