@@ -123,8 +123,8 @@ class _ConfirmedPartition(StatelessSinkPartition[OutMessage]):
         self._producer.close()
 
 
-class ConfirmedKafkaSink(DynamicSink[OutMessage]):
-    """One confirmed producer per worker; each message names its own topic."""
+class _ProducerConfig:
+    """What a sink's partitions build their ConfirmedProducer from (the constructor of both sinks)."""
 
     def __init__(
         self,
@@ -136,8 +136,15 @@ class ConfirmedKafkaSink(DynamicSink[OutMessage]):
         self._timeout_s = delivery_timeout_s
         self._on_failure = on_failure
 
+    def _new_producer(self) -> ConfirmedProducer:
+        return ConfirmedProducer(self._config, self._timeout_s, self._on_failure)
+
+
+class ConfirmedKafkaSink(_ProducerConfig, DynamicSink[OutMessage]):
+    """One confirmed producer per worker; each message names its own topic."""
+
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ConfirmedPartition:
-        return _ConfirmedPartition(ConfirmedProducer(self._config, self._timeout_s, self._on_failure))
+        return _ConfirmedPartition(self._new_producer())
 
 
 class _EpochConfirmedPartition(StatefulSinkPartition[OutMessage, None]):
@@ -154,22 +161,12 @@ class _EpochConfirmedPartition(StatefulSinkPartition[OutMessage, None]):
         self._producer.close()
 
 
-class EpochConfirmedKafkaSink(FixedPartitionedSink[OutMessage, None]):
+class EpochConfirmedKafkaSink(_ProducerConfig, FixedPartitionedSink[OutMessage, None]):
     """One producer for the flow's Kafka output (a keyed stream; the key is ignored),
     confirmed once per epoch. Output is small beside the input (alerts, dead letters,
     updates), so one partition, on one worker, carries it."""
 
     PART = "kafka-out"
-
-    def __init__(
-        self,
-        client_config: dict[str, str],
-        delivery_timeout_s: float = 60.0,
-        on_failure: Callable[[str], None] | None = None,
-    ) -> None:
-        self._config = client_config
-        self._timeout_s = delivery_timeout_s
-        self._on_failure = on_failure
 
     def list_parts(self) -> list[str]:
         return [self.PART]
@@ -178,4 +175,4 @@ class EpochConfirmedKafkaSink(FixedPartitionedSink[OutMessage, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochConfirmedPartition:
-        return _EpochConfirmedPartition(ConfirmedProducer(self._config, self._timeout_s, self._on_failure))
+        return _EpochConfirmedPartition(self._new_producer())
