@@ -1,8 +1,15 @@
 """Promise 7 (long profile): at 80% of the measured maximum rate for 10 minutes, the
 consumer lag does not grow, p99 latency stays bounded and memory stays flat.
 
-First the maximum rate is measured by draining a backlog; then a paced producer
-sends live events (event time = now) at 80% of it. Every 10 s the test samples the
+The maximum rate is the highest live rate the engine keeps up with, found by a ramp:
+a paced producer sends live events (event time = now; the same 20,000-jukebox fleet,
+kinds and sizes) at rising rates, a minute each, and a step keeps up when the consumer
+lag does not grow by more than 5 s of input. The ramp starts from a fraction of the
+rate at which the engine drains a backlog of the same traffic (reported too). The
+backlog rate alone overstates the maximum on one small machine: while the engine
+drains, the broker only serves fetches; under live load it also takes every produce,
+and the producer runs beside them (measured: the embedded broker used a whole core at
+2,000 events/s, the engine 0.7). Then the producer sends at 80 % of the maximum. Every 10 s the test samples the
 consumer lag (metrics page), the engine's RSS, and the end-to-end latency of
 recently written jukeboxes (`_written_ms - _as_of_ms` of their Redis hash: when the
 engine wrote minus the event time of the latest event). The figures are printed.
@@ -17,42 +24,75 @@ import os
 import random
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
 from tests.faults.conftest import report
-from tests.faults.feed import produce_acknowledged, simulated_records
 from tests.integration.flow_process import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 SUSTAIN_S = float(os.environ.get("JUKEBOX_FAULTS_SUSTAIN_S", "600"))
 LOAD_SHARE = 0.8
 JUKEBOXES = 20_000
+BACKLOG = int(os.environ.get("JUKEBOX_FAULTS_SUSTAIN_BACKLOG", "150000"))  # ~8 events per jukebox
+RAMP_STEP_S = float(os.environ.get("JUKEBOX_FAULTS_RAMP_STEP_S", "60"))
+RAMP_SHARES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # of the backlog drain rate
 SAMPLE_EVERY_S = 10.0
 
 
-def live_value(kind: str, i: int, jukebox: str, now: datetime) -> bytes:
+def live_value(kind: str, i: int, jukebox: str, now: datetime, tag: str = "live") -> bytes:
     t = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if kind == "play":
-        return (f'{{"event_id":"live-{i}","jukebox_id":"{jukebox}","venue_id":"v1",'
+        return (f'{{"event_id":"{tag}-{i}","jukebox_id":"{jukebox}","venue_id":"v1",'
                 f'"song_id":"s{i % 50}","played_at":"{t}","credits_used":1}}').encode()
     if kind == "payment":
-        return (f'{{"event_id":"live-{i}","payment_id":"lp-{i}","jukebox_id":"{jukebox}",'
+        return (f'{{"event_id":"{tag}-{i}","payment_id":"{tag}-p{i}","jukebox_id":"{jukebox}",'
                 f'"venue_id":"v1","customer_id":"c{i % 5000}","amount":"20","currency":"KES",'
                 f'"method":"mobile_money","status":"succeeded","occurred_at":"{t}"}}').encode()
-    return (f'{{"event_id":"live-{i}","jukebox_id":"{jukebox}","lat":-1.29,"lon":36.82,'
+    return (f'{{"event_id":"{tag}-{i}","jukebox_id":"{jukebox}","lat":-1.29,"lon":36.82,'
             f'"accuracy_m":9.5,"reported_at":"{t}"}}').encode()
 
 
-class PacedProducer(threading.Thread):
-    """Live events at `rate` per second (plays 60%, payments 25%, locations 15%)."""
+KINDS = ["play"] * 12 + ["payment"] * 5 + ["location"] * 3  # plays 60%, payments 25%, locations 15%
 
-    def __init__(self, bootstrap: str, topics, rate: float, seconds: float) -> None:
+
+def produce_backlog(bootstrap: str, topics, count: int, span_s: float) -> None:
+    """`count` events of the live traffic's shape, event times spread over the last `span_s`."""
+    rnd = random.Random(3)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
+                         "log_level": 0})
+    failed: list = []
+    start = datetime.now(UTC) - timedelta(seconds=span_s)
+    for i in range(count):
+        kind = KINDS[rnd.randrange(len(KINDS))]
+        jukebox = f"jb-{rnd.randrange(JUKEBOXES)}"
+        at = start + timedelta(seconds=span_s * i / count)
+        value = live_value(kind, i, jukebox, at, "backlog")
+        while True:
+            try:
+                producer.produce(getattr(topics, TOPIC_OF[kind]), value, jukebox.encode(),
+                                 on_delivery=lambda err, _m: err and failed.append(err))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    assert not failed, failed[:3]
+
+
+TOPIC_OF = {"play": "plays", "payment": "payments", "location": "locations"}
+
+
+class PacedProducer(threading.Thread):
+    """Live events at `rate` per second (plays 60%, payments 25%, locations 15%); event ids
+    start with `tag`, so producers never repeat each other's ids."""
+
+    def __init__(self, bootstrap: str, topics, rate: float, seconds: float, tag: str = "live") -> None:
         super().__init__(daemon=True)
+        self.tag = tag
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                                   "compression.type": "lz4", "log_level": 0})
         self.topics, self.rate, self.seconds = topics, rate, seconds
@@ -65,8 +105,7 @@ class PacedProducer(threading.Thread):
     def run(self) -> None:
         rnd = random.Random(7)
         started = time.monotonic()
-        kinds = [("play", self.topics.plays)] * 12 + [("payment", self.topics.payments)] * 5 + \
-                [("location", self.topics.locations)] * 3
+        kinds = [(kind, getattr(self.topics, TOPIC_OF[kind])) for kind in KINDS]
         while (elapsed := time.monotonic() - started) < self.seconds:
             due = int(elapsed * self.rate)
             now = datetime.now(UTC)
@@ -74,7 +113,7 @@ class PacedProducer(threading.Thread):
                 kind, topic = kinds[rnd.randrange(len(kinds))]
                 jukebox = f"jb-{rnd.randrange(JUKEBOXES)}"
                 try:
-                    self.producer.produce(topic, live_value(kind, self.sent, jukebox, now),
+                    self.producer.produce(topic, live_value(kind, self.sent, jukebox, now, self.tag),
                                           jukebox.encode(), on_delivery=self._delivered)
                 except BufferError:
                     self.producer.poll(0.05)
@@ -83,10 +122,6 @@ class PacedProducer(threading.Thread):
             self.producer.poll(0)
             time.sleep(0.01)
         self.producer.flush(60)
-
-
-def _consumer_lag(engine) -> float:
-    return engine.metric_total("jukebox_kafka_consumer_lag_messages")
 
 
 def _latencies_ms(client: redis.Redis, key_prefix: str, sample: int = 300) -> list[int]:
@@ -102,6 +137,45 @@ def _latencies_ms(client: redis.Redis, key_prefix: str, sample: int = 300) -> li
     return found
 
 
+class Backlog:
+    """Events produced so far minus events the engine counted in: the lag, exactly (the
+    engine's per-partition lag gauge is refreshed every few seconds per partition)."""
+
+    def __init__(self, engine, produced: int) -> None:
+        self.engine, self.produced = engine, produced
+
+    def lag(self, producer: PacedProducer | None = None) -> float:
+        sent = producer.sent if producer is not None else 0
+        return self.produced + sent - self.engine.metric_total("jukebox_events_in_total")
+
+
+def keeps_up(backlog: Backlog, bootstrap: str, topics, rate: float, tag: str) -> tuple[bool, float, float]:
+    """Offer `rate` for a ramp step; whether the lag grew by less than 5 s of input."""
+    producer = PacedProducer(bootstrap, topics, rate, RAMP_STEP_S, tag)
+    producer.start()
+    time.sleep(RAMP_STEP_S / 4)  # past the step's start-up
+    lag_start = backlog.lag(producer)
+    producer.join()
+    backlog.engine.assert_running()
+    lag_end = backlog.lag(producer)
+    backlog.produced += producer.sent
+    return lag_end <= lag_start + 5 * rate, lag_start, lag_end
+
+
+def max_live_rate(backlog: Backlog, bootstrap: str, topics, drain_rate: float) -> tuple[float, list]:
+    """The highest ramp rate kept up with (a share of the drain rate, rising by 10 %)."""
+    best, steps = 0.0, []
+    for share in RAMP_SHARES:
+        rate = share * drain_rate
+        ok, lag_start, lag_end = keeps_up(backlog, bootstrap, topics, rate, f"ramp{share}")
+        steps.append(f"{rate:.0f}:{'ok' if ok else 'behind'}({lag_start:.0f}->{lag_end:.0f})")
+        if not ok:
+            break
+        best = rate
+    wait_until(lambda: backlog.lag() < 500, 600, "the ramp's lag to drain", check=backlog.engine.assert_running)
+    return best, steps
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -109,15 +183,17 @@ def _p(values: list[float], q: float) -> float:
 
 def test_80_percent_of_max_rate_for_10_minutes(engines, kafka_bootstrap, redis_url, topics,
                                               redis_key_prefix):
-    backlog = simulated_records(topics, 5000, 60, 701, malformed_rate=0.001)
-    produce_acknowledged(kafka_bootstrap, backlog)
+    produce_backlog(kafka_bootstrap, topics, BACKLOG, span_s=600)
     engine = engines(kafka_bootstrap, redis_url, topics, redis_key_prefix, snapshot_interval_s=5.0)
-    wait_until(lambda: engine.metric_total("jukebox_events_in_total") > 0, 60, "consumption",
+    wait_until(lambda: engine.metric_total("jukebox_events_in_total") > 0, 120, "consumption",
                check=engine.assert_running)
-    started = time.monotonic()
-    wait_until(lambda: engine.metric_total("jukebox_events_in_total") >= len(backlog), 600,
+    started, counted = time.monotonic(), engine.metric_total("jukebox_events_in_total")
+    wait_until(lambda: engine.metric_total("jukebox_events_in_total") >= BACKLOG, 900,
                "the backlog to drain", check=engine.assert_running)
-    max_rate = len(backlog) / (time.monotonic() - started)
+    drain_rate = (BACKLOG - counted) / (time.monotonic() - started)
+    backlog = Backlog(engine, BACKLOG)
+    max_rate, ramp = max_live_rate(backlog, kafka_bootstrap, topics, drain_rate)
+    assert max_rate > 0, f"the engine kept up with no ramp rate: {ramp}"
     rate = LOAD_SHARE * max_rate
 
     client = redis.Redis.from_url(redis_url)
@@ -128,7 +204,7 @@ def test_80_percent_of_max_rate_for_10_minutes(engines, kafka_bootstrap, redis_u
     while producer.is_alive():
         time.sleep(SAMPLE_EVERY_S)
         engine.assert_running()
-        samples.append((time.monotonic() - t0, _consumer_lag(engine), engine.rss_mib(),
+        samples.append((time.monotonic() - t0, backlog.lag(producer), engine.rss_mib(),
                         _latencies_ms(client, redis_key_prefix)))
     producer.join()
     first = [s for s in samples if s[0] <= 60] or samples[:1]
@@ -136,7 +212,8 @@ def test_80_percent_of_max_rate_for_10_minutes(engines, kafka_bootstrap, redis_u
     latencies = [v for s in samples[1:] for v in s[3]]
     lag_first, lag_last = max(s[1] for s in first), max(s[1] for s in last)
     rss_first, rss_last = max(s[2] for s in first), max(s[2] for s in last)
-    report("sustained_load", seconds=round(SUSTAIN_S), max_rate_eps=round(max_rate),
+    report("sustained_load", seconds=round(SUSTAIN_S), backlog=BACKLOG, drain_rate_eps=round(drain_rate),
+           ramp=" ".join(ramp), max_rate_eps=round(max_rate),
            offered_eps=round(rate), sent=producer.sent, failed=producer.failed,
            lag_first_min=round(lag_first), lag_last_min=round(lag_last),
            rss_first_min_mib=round(rss_first), rss_last_min_mib=round(rss_last),
