@@ -102,7 +102,7 @@ _JSON = st.recursive(st.none() | st.integers(-5, 5) | _TEXT,
                      max_leaves=8)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(value=st.dictionaries(_TEXT, _JSON, max_size=5), duplicate=st.booleans(),
        separators=st.sampled_from([(",", ":"), (", ", ": "), (",", " : "), (",\n", ":\t")]))
 def test_keys_are_counted_exactly_so_only_a_repeated_key_is_refused(value, duplicate, separators):
