@@ -1,8 +1,9 @@
 """Releasing the in-memory state of entities gone quiet, in any keyed step.
 
 Bytewax 0.21's keyed steps scan every key with a pending timer (`notify_at`) on every
-activation, twice. With a timer per entity that cost grew with the fleet, and under live
-load (many small activations) it ate the worker. So release is driven by the input:
+activation, twice. With a timer per entity that cost grows with the fleet and with the
+number of activations (measured at 20,000 keys: ~4 % of a backlog drain; a million keys
+scan 50 times as much). So release is driven by the input:
 `IdleSweep` notes each entity's latest event time as records are routed (a dict write per
 event) and, every `check_every_s` of wall clock, sends a release probe for each entity
 silent for longer than the horizon, by the fleet clock. The probe travels the entity's
