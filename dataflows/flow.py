@@ -102,6 +102,19 @@ class _PickledStateLogic(op.StatefulBatchLogic):
 
 
 class _ReleasingStateLogic(ReleasingLogic, _PickledStateLogic):
+    """Counted while held; a state resumed from a snapshot is noted for the idle sweep."""
+
+    def __init__(self, resume: bytes | None, release: IdleSweep | None,
+                 on_count: Callable[[int], None] | None) -> None:
+        super().__init__(resume)
+        self.release, self.on_count = release, on_count
+        self.count_entities(1)
+        if release is not None and self.state is not None and self.state.clock is not None:
+            release.note_restored(self.probe(), int(self.state.clock.timestamp()))
+
+    def probe(self) -> DeviceProbe | CustomerProbe:
+        raise NotImplementedError
+
     def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
         return releasable(self.state, fleet_clock_s, horizon_s)
 
@@ -111,12 +124,11 @@ class DeviceLogic(_ReleasingStateLogic):
 
     def __init__(self, resume: bytes | None, scoring: bool, release: IdleSweep | None = None,
                  on_count: Callable[[int], None] | None = None) -> None:
-        super().__init__(resume)
+        super().__init__(resume, release, on_count)
         self.scoring = scoring
-        self.release, self.on_count = release, on_count
-        self.count_entities(1)
-        if release is not None and self.state is not None and self.state.clock_s is not None:
-            release.note_restored(DeviceProbe(self.state.jukebox_id), self.state.clock_s)
+
+    def probe(self) -> DeviceProbe:
+        return DeviceProbe(self.state.jukebox_id)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
@@ -156,11 +168,10 @@ class CustomerLogic(_ReleasingStateLogic):
 
     def __init__(self, resume: bytes | None, release: IdleSweep | None = None,
                  on_count: Callable[[int], None] | None = None) -> None:
-        super().__init__(resume)
-        self.release, self.on_count = release, on_count
-        self.count_entities(1)
-        if release is not None and self.state is not None and self.state.clock is not None:
-            release.note_restored(CustomerProbe(self.state.customer_id), int(self.state.clock.timestamp()))
+        super().__init__(resume, release, on_count)
+
+    def probe(self) -> CustomerProbe:
+        return CustomerProbe(self.state.customer_id)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
