@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import bytewax.operators as op
 
 from dataflows.records import Admitted
+from online_store.state_release import silent_past_horizon
 from schemas.events import PaymentEvent, VenueRegistration
 
 
@@ -86,10 +87,10 @@ class IdleSweep:
     def _sweep(self) -> list[DeviceProbe | CustomerProbe]:
         if self.now_s is None:
             return []
-        oldest = self.now_s - self.horizon_s
         probes: list[DeviceProbe | CustomerProbe] = []
         for seen, probe in ((self._devices, DeviceProbe), (self._customers, CustomerProbe)):
-            idle = [entity_id for entity_id, last_s in seen.items() if last_s < oldest]
+            idle = [entity_id for entity_id, last_s in seen.items()
+                    if silent_past_horizon(last_s, self.now_s, self.horizon_s)]
             for entity_id in idle:
                 del seen[entity_id]
             probes.extend(probe(entity_id) for entity_id in idle)
