@@ -76,7 +76,7 @@ class DeviceState:
         # Flat, primitives only (online_store/snapshot_form.py): paid about once per event.
         return (_device_state, (
             self.jukebox_id, self.version, time_form(self.clock), _venue_form(self.venue),
-            self.seen, tuple(window_form(w) for w in self._windows()),
+            self.seen, tuple(window_form(getattr(self, name)) for name in _WINDOWS),
             _fix_form(self.latest_fix), _fix_form(self.previous_fix)))
 
     @property
@@ -124,7 +124,7 @@ def _device_state(jukebox_id: str, version: int, clock_us: int | None, venue: tu
                        **{name: window_from(form) for name, form in zip(_WINDOWS, windows, strict=True)})
 
 
-_WINDOWS = (  # DeviceState._windows(), by name
+_WINDOWS = (  # every window of a DeviceState, as saved in its snapshot
     "plays_5m", "plays_1h", "plays_24h", "credits_used_1h", "unpaid_plays_1h", "after_hours_plays_1h",
     "songs_1h", "payments_1h", "failed_payments_1h", "paid_minor_1h", "paid_minor_24h", "payers_24h")
 
