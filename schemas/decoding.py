@@ -30,11 +30,12 @@ from schemas.types import SCHEMA_VERSION
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_DEPTH = 8
 
+# A JSON string literal (runs of plain bytes consumed at once, escapes one at a time).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # Every string literal, in order, and whether a colon follows it (then it is a key).
 # Matching strings one after another keeps the scan on string boundaries; a pattern for
 # keys alone would restart at a value's closing quote and miscount.
-_STRING_OR_KEY = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRING_OR_KEY = re.compile(_STRING.pattern + rb'(\s*:)?')
 
 _PYDANTIC_REASONS = {
     "missing": "missing_field",
@@ -120,7 +121,7 @@ def parse_json_object(raw: bytes, limits: DecodeLimits = DecodeLimits()) -> dict
 
 # Where counting `":` would miscount keys: a quote then whitespace (a key apart from its
 # colon), or an opening quote (after `{[,:` or whitespace) of a string starting with `:`.
-_MISCOUNTED = (b'" ', b'"\t', b'"\n', b'"\r', b'{":', b'[":', b'":":', b',":', b' ":', b'\t":',
+_MISCOUNTED = (b'" ', b'"\t', b'"\n', b'"\r', b'{":', b'[":', b':":', b',":', b' ":', b'\t":',
                b'\n":', b'\r":')
 
 
