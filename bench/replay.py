@@ -34,10 +34,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dataflows.flow import FlowConfig
+from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.record import file_history, merged_history
 from dataflows.replay import replay_fraud_config
 from dataflows.replay_run import ReplayRun, run_replay
-from dataflows.run_command import tune_garbage_collector
 from dataflows.simulate import record_line
 from models.decision import DecisionPolicy
 from models.fraud_features import FRAUD_MODEL_FEATURES

@@ -36,6 +36,7 @@ from rich.console import Console
 from dataflows.backtest_html import diff_html, report_html
 from dataflows.backtest_report import backtest_report, diff_table, summary_tables
 from dataflows.flow import FlowConfig
+from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.fraud_steps import FraudConfig
 from dataflows.kafka_sink import ConfirmedProducer, DeliveryFailed
 from dataflows.live import feature_store, flow_config
@@ -64,7 +65,6 @@ from dataflows.replay_run import (
     run_replay,
     write_lines,
 )
-from dataflows.run_command import tune_garbage_collector
 from dataflows.settings import JukeboxSettings
 from dataflows.simulate import duration_from_text
 from models.anomaly import DeviceAnomalyDetector

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import typer
 from bytewax.run import cli_main
 from rich.console import Console
 
+from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.live import (
     ConfigurationError,
     epoch_interval,
@@ -21,22 +21,6 @@ from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
 console = Console(stderr=True)
-
-
-# The cyclic garbage collector, tuned for a long-running engine whose heap is its state:
-# Python's default (a young collection every 700 allocations) traversed the growing state
-# over and over. Measured on a 200,000-event backlog over 20,000 jukeboxes: 1,908 ev/s
-# with the defaults, 2,462 ev/s tuned (2,389 with the collector off). Young cycles (an
-# exception and its traceback) are still collected, every 50,000 allocations.
-GC_THRESHOLDS = (50_000, 50, 1000)
-
-
-def tune_garbage_collector() -> None:
-    """Freeze what start-up loaded (libraries, models: never garbage) out of every future
-    collection, and collect less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def check_store_reachable(settings: JukeboxSettings) -> None:
