@@ -67,8 +67,8 @@ def drift_samples(batch: Sequence[tuple[str, object]]) -> list[tuple[str, DriftS
     (no model loaded) are left out."""
     groups: dict[tuple[str, str], list] = {}
     for _key, scored in batch:
-        if scored.model_score is None or not scored.model_versions:  # type: ignore[attr-defined]
-            continue
+        if getattr(scored, "model_score", None) is None or not scored.model_versions:  # type: ignore[attr-defined]
+            continue  # unscored, or a payment placeholder (replay order)
         model, version = next(iter(scored.model_versions.items()))  # type: ignore[attr-defined]
         groups.setdefault((model, version), []).append(scored)
     return [

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -28,6 +29,7 @@ from dataflows.idle_state import CustomerProbe, DeviceProbe, IdleSweep, Releasin
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
+from dataflows.replay_order import EpochStash, PaymentPending, PaymentUnscored, Sequenced
 from online_store.admission import AdmissionPolicy
 from online_store.customer import CustomerPayment, update_customer
 from online_store.device import update_device
@@ -51,6 +53,10 @@ class FlowConfig:
     # partitions consumed unevenly.
     state_check_interval_s: float | None = None
     partition_skew_margin_s: int = 24 * 3600
+    # A replay (replay_run.py): one source partition stamping history positions, one
+    # batch per epoch, no recovery. Steps fed by many keys then apply each batch in
+    # history order (replay_order.py), and no state is pickled at the end of an epoch.
+    replay_order: bool = False
 
 
 @dataclass
@@ -84,6 +90,7 @@ class _PickledStateLogic(op.StatefulBatchLogic):
     """Holds one entity's pure state; snapshots are pickled bytes, so they are immutable."""
 
     update: Callable = staticmethod(lambda state, item: (state, []))
+    keeps_snapshots = True  # False in a replay: nothing would read them
 
     def __init__(self, resume: bytes | None) -> None:
         self.state = pickle.loads(resume) if resume is not None else None
@@ -97,7 +104,9 @@ class _PickledStateLogic(op.StatefulBatchLogic):
         self.state = state
         return outputs, op.StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.keeps_snapshots:
+            return None
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -123,9 +132,9 @@ class DeviceLogic(_ReleasingStateLogic):
     """Device features; with scoring on, also what to score after each event."""
 
     def __init__(self, resume: bytes | None, scoring: bool, release: IdleSweep | None = None,
-                 on_count: Callable[[int], None] | None = None) -> None:
+                 on_count: Callable[[int], None] | None = None, keeps_snapshots: bool = True) -> None:
         super().__init__(resume, release, on_count)
-        self.scoring = scoring
+        self.scoring, self.keeps_snapshots = scoring, keeps_snapshots
 
     def probe(self) -> DeviceProbe:
         return DeviceProbe(self.state.jukebox_id)
@@ -135,6 +144,9 @@ class DeviceLogic(_ReleasingStateLogic):
         state = self.state
         probed = False
         for value in values:
+            position = None
+            if type(value) is Sequenced:
+                position, value = value.position, value.item
             if type(value) is DeviceProbe:
                 probed = True
                 if self.scoring:
@@ -148,62 +160,114 @@ class DeviceLogic(_ReleasingStateLogic):
                     outputs.append(item)
                 elif isinstance(item, CustomerPayment):
                     payment = item
-                else:
-                    outputs.append(item)
+                else:  # a venue move, for the customers who paid here
+                    outputs.append(item if position is None or not self.scoring else Sequenced(position, item))
             if not self.scoring or row is None:
                 if payment is not None:
                     outputs.append(payment)
                 continue
             venue = state.venue.venue_id if state.venue is not None else None
             if payment is not None:
-                outputs.append(PaymentForCustomer(payment, row.values, venue, row.as_of))
+                outputs.append(PaymentForCustomer(payment, row.values, venue, row.as_of, position))
+                if position is not None:
+                    outputs.append(PaymentPending(row.entity_id, position))
             else:
-                outputs.append(ScoringRequest(row.entity_id, venue, None, row.as_of, row.values))
+                outputs.append(ScoringRequest(row.entity_id, venue, None, row.as_of, row.values, position))
         self.state = state
         return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
 
 class CustomerLogic(_ReleasingStateLogic):
-    """Customer features; a payment carrying its device row is scored on both."""
+    """Customer features; a payment carrying its device row is scored on both.
+
+    In replay order (scoring on), a batch's payments and venue moves, which come from
+    many jukeboxes in no set order, are applied in history order at the end of the
+    epoch; their requests leave in the next one."""
 
     def __init__(self, resume: bytes | None, release: IdleSweep | None = None,
-                 on_count: Callable[[int], None] | None = None) -> None:
+                 on_count: Callable[[int], None] | None = None, replay_order: bool = False,
+                 scoring: bool = True) -> None:
         super().__init__(resume, release, on_count)
+        self.keeps_snapshots = not replay_order
+        self.stash = EpochStash(_history_order) if replay_order and scoring else None
 
     def probe(self) -> CustomerProbe:
         return CustomerProbe(self.state.customer_id)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
+        if self.stash is not None:
+            self.stash.add(values)
+            return [], op.StatefulBatchLogic.RETAIN
+        outputs, probed = self._apply(values)
+        return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
+
+    def _apply(self, values: list) -> tuple[list, bool]:
         outputs: list = []
         state = self.state
         probed = False
         for value in values:
+            if type(value) is Sequenced:
+                value = value.item
             if type(value) is CustomerProbe:
                 probed = True
             elif isinstance(value, PaymentForCustomer):
                 state, rows = update_customer(state, value.payment)
                 outputs.extend(rows)
+                payment = value.payment
                 if rows:
-                    payment = value.payment
                     outputs.append(ScoringRequest(
                         payment.jukebox_id, value.venue_id, payment.customer_id, value.device_as_of,
-                        {**value.device_values, **rows[-1].values}))
+                        {**value.device_values, **rows[-1].values}, value.position))
+                elif value.position is not None:  # the jukebox's decisions wait for an answer
+                    outputs.append(PaymentUnscored(payment.jukebox_id, value.position))
             else:
                 state, rows = update_customer(state, value)
                 outputs.extend(rows)
         self.state = state
-        return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
+        return outputs, probed
+
+    def snapshot(self) -> bytes | None:
+        if self.stash is not None:  # the end of the epoch: apply what it brought
+            self.stash.close(lambda values: self._apply(values)[0])
+        return super().snapshot()
+
+    def notify_at(self) -> datetime | None:
+        return None if self.stash is None else self.stash.due()
+
+    def on_notify(self) -> tuple[list, bool]:
+        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list, bool]:
+        if self.stash is None:
+            return [], op.StatefulBatchLogic.RETAIN
+        self.stash.close(lambda values: self._apply(values)[0])
+        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
+
+
+def _history_order(item: object) -> tuple[int, str]:
+    """A customer's inputs in a replay: by position, then jukebox (one venue registration
+    moves several jukeboxes at once)."""
+    if type(item) is Sequenced:
+        return item.position, item.item.jukebox_id
+    return item.position, item.payment.jukebox_id
 
 
 def _customer_of(item: object) -> str:
+    if type(item) is Sequenced:
+        item = item.item
     return item.payment.customer_id if isinstance(item, PaymentForCustomer) else item.customer_id
+
+
+def _jukebox_of(item: object) -> str:
+    return item.item.jukebox_id if type(item) is Sequenced else item.jukebox_id
 
 
 def device_inputs(admitted: Admitted) -> list:
     event = admitted.event
-    if isinstance(event, VenueRegistration):
-        return venue_assignments(event)
-    return [event]
+    items = venue_assignments(event) if isinstance(event, VenueRegistration) else [event]
+    if admitted.position is None:
+        return items
+    return [Sequenced(admitted.position, item) for item in items]
 
 
 def build_flow(
@@ -243,20 +307,23 @@ def build_flow(
     split = op.branch("split_admitted", probes.falses, lambda item: isinstance(item, Admitted))
     device_items = op.merge("device_items", op.flat_map("device_inputs", split.trues, device_inputs),
                             probe_kinds.trues)
-    keyed = op.key_on("key_device", device_items, lambda item: item.jukebox_id)
+    keyed = op.key_on("key_device", device_items, _jukebox_of)
     scoring = config.fraud is not None
+    replay_order = config.replay_order
     device_out = op.key_rm("device_out", op.stateful_batch(
-        "device_features", keyed, lambda resume: DeviceLogic(resume, scoring, release, count_of("device"))))
+        "device_features", keyed,
+        lambda resume: DeviceLogic(resume, scoring, release, count_of("device"),
+                                   keeps_snapshots=not replay_order)))
     by_kind = op.branch("split_device_out", device_out, lambda item: isinstance(item, FeatureRow))
     device_rows = by_kind.trues
     to_score = op.branch("split_device_scoring", by_kind.falses,
-                         lambda item: isinstance(item, ScoringRequest | DeviceProbe))
+                         lambda item: isinstance(item, ScoringRequest | DeviceProbe | PaymentPending))
     keyed_payments = op.key_on("key_customer", op.merge("customer_inputs", to_score.falses, probe_kinds.falses),
                                _customer_of)
     customer_out = op.key_rm(
-        "customer_out", op.stateful_batch("customer_features", keyed_payments,
-                                         lambda resume: CustomerLogic(resume, release, count_of("customer")))
-    )
+        "customer_out", op.stateful_batch(
+            "customer_features", keyed_payments,
+            lambda resume: CustomerLogic(resume, release, count_of("customer"), replay_order, scoring)))
     customer_split = op.branch("split_customer_out", customer_out,
                                lambda item: isinstance(item, FeatureRow))
     rows = op.merge("feature_rows", device_rows, customer_split.trues)
@@ -264,9 +331,9 @@ def build_flow(
     kafka_streams = [split.falses]
     if config.fraud is not None:
         requests = op.merge("scoring_requests", to_score.trues, customer_split.falses)
-        kafka_streams.append(fraud_alerts(requests, config.fraud, config.topics, release))
+        kafka_streams.append(fraud_alerts(requests, config.fraud, config.topics, release, replay_order))
     if config.recs is not None:
-        kafka_streams.append(recommendation_step(split.trues, config.recs, config.topics))
+        kafka_streams.append(recommendation_step(split.trues, config.recs, config.topics, replay_order))
     for extra in outputs.extra_steps:
         kafka_streams.append(extra(device_rows, split.falses))
     messages = op.merge("kafka_messages", *kafka_streams)

@@ -26,6 +26,13 @@ from bytewax.dataflow import Stream
 from dataflows.drift_step import DriftConfig, drift_events
 from dataflows.idle_state import DeviceProbe, IdleSweep, ReleasingLogic
 from dataflows.records import OutMessage
+from dataflows.replay_order import (
+    EpochStash,
+    PaymentOrder,
+    PaymentPending,
+    PaymentUnscored,
+    batch_of,
+)
 from models.anomaly import DeviceAnomalyDetector
 from models.decision import (
     CooldownState,
@@ -50,6 +57,7 @@ class ScoringRequest:
     customer_id: str | None
     event_time: datetime  # the jukebox's clock after the event
     features: Mapping[str, object]
+    position: int | None = None  # in a replay: the event's place in the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,7 @@ class PaymentForCustomer:
     device_values: Mapping[str, object]
     venue_id: str | None
     device_as_of: datetime
+    position: int | None = None  # in a replay: the payment's place in the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class ClosedWindow:
     window_start_s: int
     features: Mapping[str, object]
     alerted: bool
+    position: int | None = None  # in a replay: where the event that closed it is in the history
 
 
 @dataclass
@@ -147,7 +157,7 @@ def decide_scored(
     window = t - t % ANOMALY_WINDOW_S
     if state.window_start_s is not None and window > state.window_start_s:
         outputs.append(ClosedWindow(request.jukebox_id, state.window_venue, state.window_start_s,
-                                    state.window_features or {}, state.window_alerted))
+                                    state.window_features or {}, state.window_alerted, request.position))
         state.window_alerted = False
     if state.window_start_s is None or window >= state.window_start_s:
         state.window_start_s, state.window_features = window, request.features
@@ -168,28 +178,43 @@ def decide_scored(
     return state, outputs
 
 
+def _payment_position(item: object) -> int | None:
+    """The position of the payment a scored request is for (it came through the customer
+    step); None for the jukebox's other requests."""
+    request = item.request
+    return request.position if request.customer_id is not None else None
+
+
 class _DecideLogic(ReleasingLogic, op.StatefulBatchLogic):
     def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics,
-                 release: IdleSweep | None = None) -> None:
+                 release: IdleSweep | None = None, replay_order: bool = False) -> None:
         self.state = pickle.loads(resume) if resume is not None else None
         self.config, self.topics, self.release = config, topics, release
+        self.order = PaymentOrder(_payment_position) if replay_order else None
 
     def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
+        if self.order is not None and self.order.waiting:
+            return False
         last = None if self.state is None else self.state.window_start_s
         return silent_past_horizon(last, fleet_clock_s, horizon_s)
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
         probed = False
-        for scored in values:
-            if type(scored) is DeviceProbe:
+        order = self.order
+        for item in values:
+            if type(item) is DeviceProbe:
                 probed = True
                 continue
-            self.state, emitted = decide_scored(self.state, scored, self.config, self.topics)
-            outputs.extend(emitted)
+            for scored in (item,) if order is None else order.arrange(item):
+                if type(scored) is not PaymentUnscored:
+                    self.state, emitted = decide_scored(self.state, scored, self.config, self.topics)
+                    outputs.extend(emitted)
         return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if self.order is not None:
+            return None  # a replay keeps no recovery state
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -203,12 +228,45 @@ class _AnomalyLogic(op.StatefulBatchLogic):
     """One detector for the whole device class: score a closed window, then learn from
     it unless it raised an alert (so fraud does not become normal)."""
 
-    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics) -> None:
+    def __init__(self, resume: bytes | None, config: FraudConfig, topics: Topics,
+                 replay_order: bool = False) -> None:
         assert config.anomaly is not None
         self.state = pickle.loads(resume) if resume is not None else AnomalyState(config.anomaly())
         self.config, self.topics = config, topics
+        # In a replay, windows are learnt in history order. A window may come one batch
+        # late (closed by a payment, whose request waited an epoch in the customer step),
+        # so at the end of an epoch only the windows of batches before the newest one seen
+        # are complete.
+        self.stash = EpochStash(_window_order) if replay_order else None
+        self.newest_batch = -1
 
     def on_batch(self, values: list[ClosedWindow]) -> tuple[list, bool]:
+        if self.stash is None:
+            return self._learn(values), op.StatefulBatchLogic.RETAIN
+        self.stash.add(values)
+        self.newest_batch = max(self.newest_batch, max(batch_of(w.position) for w in values))
+        return [], op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        if self.stash is not None:
+            newest = self.newest_batch
+            self.stash.close(self._learn, keep=lambda window: batch_of(window.position) >= newest)
+            return None
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def notify_at(self) -> datetime | None:
+        return None if self.stash is None else self.stash.due()
+
+    def on_notify(self) -> tuple[list, bool]:
+        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list, bool]:
+        if self.stash is None:
+            return [], op.StatefulBatchLogic.RETAIN
+        self.stash.close(self._learn)
+        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
+
+    def _learn(self, values: list[ClosedWindow]) -> list:
         outputs: list = []
         detector, policy = self.state.detector, self.config.decisions
         for window in values:
@@ -229,46 +287,57 @@ class _AnomalyLogic(op.StatefulBatchLogic):
                 if self.config.on_alert is not None:
                     self.config.on_alert(alert)
         self._forget_old_cooldowns()
-        return outputs, op.StatefulBatchLogic.RETAIN
+        return outputs
 
     def _forget_old_cooldowns(self) -> None:
         if len(self.state.cooldown) > 100_000:  # bounded: keep the most recent windows
             newest = sorted(self.state.cooldown.items(), key=lambda kv: kv[1].window_start_s)
             self.state.cooldown = dict(newest[-50_000:])
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+def _window_order(window: ClosedWindow) -> tuple[int, str]:
+    return window.position, window.jukebox_id  # one venue registration may close several
 
 
 def fraud_alerts(requests: Stream[ScoringRequest | DeviceProbe], config: FraudConfig, topics: Topics,
-                 release: IdleSweep | None = None) -> Stream[OutMessage]:
+                 release: IdleSweep | None = None, replay_order: bool = False) -> Stream[OutMessage]:
     """The fraud steps; returns the stream of alert (and model-event) messages for the Kafka
-    sink. Release probes go around scoring, straight to the jukebox's decisions."""
+    sink. Release probes and payment placeholders go around scoring, straight to the
+    jukebox's decisions."""
 
-    def score_batch(batch: list[ScoringRequest]) -> list[tuple[str, Scored]]:
+    def score_batch(batch: list) -> list[tuple[str, Scored | PaymentPending | PaymentUnscored]]:
+        # Payment placeholders (replay order) pass through in place: they must reach the
+        # jukebox's decisions by the same path as its requests, or they could overtake them.
+        requests = [r for r in batch if type(r) is ScoringRequest]
         scorer = config.scorer(config.now())
         if scorer is None:
-            return [(r.jukebox_id, Scored(r, None, {})) for r in batch]
-        started = time.perf_counter()
-        scores = scorer.score([r.features for r in batch])
-        if config.on_scored is not None:
-            config.on_scored(scorer, time.perf_counter() - started)
-        versions, threshold = scorer.model_versions, scorer.threshold
-        return [(r.jukebox_id, Scored(r, float(s), versions, threshold))
-                for r, s in zip(batch, scores, strict=True)]
+            scored = [Scored(r, None, {}) for r in requests]
+        else:
+            started = time.perf_counter()
+            scores = scorer.score([r.features for r in requests])
+            if config.on_scored is not None:
+                config.on_scored(scorer, time.perf_counter() - started)
+            versions, threshold = scorer.model_versions, scorer.threshold
+            scored = [Scored(r, float(s), versions, threshold) for r, s in zip(requests, scores, strict=True)]
+        if len(requests) < len(batch):
+            answers = iter(scored)
+            scored = [next(answers) if type(item) is ScoringRequest else item for item in batch]
+        return [(item.jukebox_id if type(item) is not Scored else item.request.jukebox_id, item)
+                for item in scored]
 
     probes = op.branch("split_decide_probes", requests, lambda item: type(item) is DeviceProbe)
     scored = op.flat_map_batch("fraud_score", probes.falses, score_batch)
     decide_inputs = op.merge("decide_inputs", scored,
                              op.key_on("key_decide_probes", probes.trues, lambda probe: probe.jukebox_id))
     decided = op.key_rm("fraud_decided", op.stateful_batch(
-        "fraud_decide", decide_inputs, lambda resume: _DecideLogic(resume, config, topics, release)))
+        "fraud_decide", decide_inputs,
+        lambda resume: _DecideLogic(resume, config, topics, release, replay_order)))
     split = op.branch("split_windows", decided, lambda item: isinstance(item, ClosedWindow))
     messages = [split.falses]
     if config.anomaly is not None:
         windows = op.key_on("key_device_class", split.trues, lambda _w: "device")
         messages.append(op.key_rm("fraud_anomalies", op.stateful_batch(
-            "fraud_anomaly", windows, lambda resume: _AnomalyLogic(resume, config, topics))))
+            "fraud_anomaly", windows, lambda resume: _AnomalyLogic(resume, config, topics, replay_order))))
     if config.drift is not None:
         messages.append(drift_events(scored, config.drift, topics))
     if len(messages) == 1:

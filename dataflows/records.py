@@ -36,6 +36,7 @@ class RawRecord:
     partition: int | None
     offset: int | None
     timestamp_ms: int  # arrival: the Kafka record timestamp
+    position: int | None = None  # in a replay: the place in the history (replay_order.py)
 
     @property
     def arrival(self) -> datetime:
@@ -56,6 +57,7 @@ class Admitted:
 
     event: InputEvent
     arrival_ms: int
+    position: int | None = None  # in a replay: the record's place in the history
 
 
 _TIME_FIELD = {PlayEvent: "played_at", PaymentEvent: "occurred_at", DeviceLocationEvent: "reported_at"}
@@ -121,10 +123,10 @@ def route_record(
         return dead_letter(raw, decoded.reason, decoded.field, decoded.detail, "DecodeError",
                            topics.dead_letters, raw.arrival)
     if isinstance(decoded, VenueRegistration):
-        return Admitted(decoded, raw.timestamp_ms)  # reference data: no lateness applies
+        return Admitted(decoded, raw.timestamp_ms, raw.position)  # reference data: no lateness applies
     verdict = admission_verdict(decoded.event_time.timestamp(), raw.timestamp_ms / 1000, policy)
     if verdict is not None:
         detail = f"event time {decoded.event_time.isoformat()} vs arrival {raw.arrival.isoformat()}"
         return dead_letter(raw, verdict, _TIME_FIELD[contract], detail, "LateEvent",
                            topics.late_events, raw.arrival)
-    return Admitted(decoded, raw.timestamp_ms)
+    return Admitted(decoded, raw.timestamp_ms, raw.position)

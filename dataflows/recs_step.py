@@ -32,6 +32,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.records import Admitted, OutMessage, contracts_by_topic, route_record
+from dataflows.replay_order import EpochStash, Sequenced
 from models.recommender import RecsScorer
 from models.recs_catalog import RecsCatalog
 from models.recs_rules import DeliveryState, RankedList, RecsPolicy, SongRanker, deliveries
@@ -72,28 +73,47 @@ class RecsConfig:
     on_delivery: Callable[[int, int], None] | None = None  # sent, suppressed
 
 
-def recs_input(admitted: Admitted) -> PlayEvent | VenueRegistration | None:
+def recs_input(admitted: Admitted) -> PlayEvent | VenueRegistration | Sequenced | None:
     event = admitted.event
-    return event if isinstance(event, PlayEvent | VenueRegistration) else None
+    if not isinstance(event, PlayEvent | VenueRegistration):
+        return None
+    return event if admitted.position is None else Sequenced(admitted.position, event)
+
+
+def _venue_of(item: PlayEvent | VenueRegistration | Sequenced) -> str:
+    return item.item.venue_id if type(item) is Sequenced else item.venue_id
+
+
+def _country_of(item: TasteSnapshot | Sequenced) -> str:
+    return item.item.country if type(item) is Sequenced else item.country
 
 
 class _PickledLogic(op.StatefulBatchLogic):
+    keeps_snapshots = True  # False in a replay: nothing would read them
+
     def __init__(self, resume: bytes | None) -> None:
         self.state = pickle.loads(resume) if resume is not None else None
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.keeps_snapshots:
+            return None
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _VenueTasteLogic(_PickledLogic):
-    def __init__(self, resume: bytes | None, config: RecsConfig) -> None:
+    def __init__(self, resume: bytes | None, config: RecsConfig, replay_order: bool = False) -> None:
         super().__init__(resume)
         self.songs, self.policy = config.catalog.traits, config.taste
+        self.keeps_snapshots = not replay_order
 
     def on_batch(self, values: list) -> tuple[list, bool]:
         outputs: list = []
         state = self.state
         for event in values:
+            if type(event) is Sequenced:  # a replay: the snapshot keeps the play's position
+                state, emitted = update_venue_taste(state, event.item, self.songs, self.policy)
+                outputs.extend(Sequenced(event.position, snapshot) for snapshot in emitted)
+                continue
             state, emitted = update_venue_taste(state, event, self.songs, self.policy)
             outputs.extend(emitted)
         self.state = state
@@ -117,7 +137,13 @@ class CountryScorer:
             ranker = self._rankers[key] = SongRanker(scorer.song_ids, self.config.catalog, self.config.rules)
         return ranker
 
-    def ranked(self, snapshots: list[TasteSnapshot], shares: dict[str, float]) -> list[RankedList]:
+    def ranked(self, snapshots: list[TasteSnapshot], shares: list[dict[str, float]],
+               row_by_row: bool = False) -> list[RankedList]:
+        """Rank each snapshot with its own country trending shares (`shares[i]`).
+
+        `row_by_row` scores one snapshot per model call: the model's float32 matrix
+        products round differently with the number of rows in a call, and a replay must
+        not depend on which snapshots shared an epoch."""
         config = self.config
         scorer = config.scorer(config.now())
         countries = [s.country for s in snapshots]
@@ -125,36 +151,89 @@ class CountryScorer:
         as_of = [s.as_of_s for s in snapshots]
         if scorer is not None:
             started = time.perf_counter()
-            rows = scorer.score(snapshots, [shares])
+            if row_by_row:
+                rows = np.vstack([scorer.score([snapshot], [row_shares])
+                                  for snapshot, row_shares in zip(snapshots, shares, strict=True)])
+            else:
+                rows = scorer.score(snapshots, shares)
             lists = self._ranker(scorer).rank_batch(rows, countries, played, as_of)
             if config.on_scored is not None:
                 config.on_scored(scorer.name, scorer.version, time.perf_counter() - started, len(rows))
             version = scorer.version
         else:
             ranker, index = self._catalog_ranker, config.catalog.index
-            row = np.zeros(len(index), dtype=np.float32)
-            for song_id, share in shares.items():
-                if song_id in index:
-                    row[index[song_id]] = share
-            allowed = ranker.allowed_rows(countries, played, as_of) & (row > 0)
-            lists = ranker.rank_rows(np.broadcast_to(row, allowed.shape), allowed)
+            rows = np.zeros((len(snapshots), len(index)), dtype=np.float32)
+            for i, row_shares in enumerate(shares):
+                for song_id, share in row_shares.items():
+                    if song_id in index:
+                        rows[i, index[song_id]] = share
+            allowed = ranker.allowed_rows(countries, played, as_of) & (rows > 0)
+            lists = ranker.rank_rows(rows, allowed)
             version = TRENDING_VERSION
         return [RankedList(s.venue_id, s.jukebox_ids, s.as_of_s, tuple(songs), version)
                 for s, songs in zip(snapshots, lists, strict=True)]
 
 
 class _CountryScoreLogic(_PickledLogic):
-    def __init__(self, resume: bytes | None, config: RecsConfig, scorer: CountryScorer) -> None:
+    """A country's trending songs; each venue snapshot is ranked with the trending shares
+    as of that snapshot (its own plays and those of the snapshots before it), so a list
+    does not depend on which snapshots shared its micro-batch. In a replay, a batch's
+    snapshots (from many venues, in no set order) are taken in history order at the end
+    of the epoch."""
+
+    def __init__(self, resume: bytes | None, config: RecsConfig, scorer: CountryScorer,
+                 replay_order: bool = False) -> None:
         super().__init__(resume)
         self.state = self.state or CountryTrending(config.trending)
         self.scorer = scorer
+        self.keeps_snapshots = not replay_order
+        self.stash = EpochStash(_snapshot_order) if replay_order else None
 
-    def on_batch(self, values: list[TasteSnapshot]) -> tuple[list, bool]:
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        if self.stash is not None:
+            self.stash.add(values)
+            return [], op.StatefulBatchLogic.RETAIN
+        # Live: a micro-batch brings each venue's snapshots grouped by venue (Bytewax runs
+        # keys in turn); taken in event-time order, the trending each one sees is as of
+        # its own time, not as of the last venue's.
+        return self._rank(sorted(values, key=_event_time_order)), op.StatefulBatchLogic.RETAIN
+
+    def _rank(self, values: list) -> list[RankedList]:
         trending = self.state
-        for snapshot in values:
+        snapshots = [v.item if type(v) is Sequenced else v for v in values]
+        shares: list[dict[str, float]] = []
+        for snapshot in snapshots:
+            head = trending.head
             trending.add(snapshot.new_plays)
-        trending.advance(max(s.as_of_s for s in values))
-        return self.scorer.ranked(values, trending.shares()), op.StatefulBatchLogic.RETAIN
+            trending.advance(snapshot.as_of_s)
+            unchanged = shares and not snapshot.new_plays and trending.head == head
+            shares.append(shares[-1] if unchanged else trending.shares())
+        return self.scorer.ranked(snapshots, shares, row_by_row=self.stash is not None)
+
+    def snapshot(self) -> bytes | None:
+        if self.stash is not None:
+            self.stash.close(self._rank)
+        return super().snapshot()
+
+    def notify_at(self) -> datetime | None:
+        return None if self.stash is None else self.stash.due()
+
+    def on_notify(self) -> tuple[list, bool]:
+        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list, bool]:
+        if self.stash is None:
+            return [], op.StatefulBatchLogic.RETAIN
+        self.stash.close(self._rank)
+        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
+
+
+def _snapshot_order(item: Sequenced) -> tuple[int, str]:
+    return item.position, item.item.venue_id
+
+
+def _event_time_order(snapshot: TasteSnapshot) -> tuple[int, str]:
+    return snapshot.as_of_s, snapshot.venue_id
 
 
 def update_message(ranked: RankedList, jukebox_id: str, generated_at: datetime, topics: Topics) -> OutMessage:
@@ -169,9 +248,11 @@ def update_message(ranked: RankedList, jukebox_id: str, generated_at: datetime, 
 
 
 class _DeliverLogic(_PickledLogic):
-    def __init__(self, resume: bytes | None, config: RecsConfig, topics: Topics) -> None:
+    def __init__(self, resume: bytes | None, config: RecsConfig, topics: Topics,
+                 replay_order: bool = False) -> None:
         super().__init__(resume)
         self.config, self.topics = config, topics
+        self.keeps_snapshots = not replay_order
 
     def on_batch(self, values: list[RankedList]) -> tuple[list, bool]:
         config, outputs = self.config, []
@@ -190,19 +271,22 @@ class _DeliverLogic(_PickledLogic):
         return outputs, op.StatefulBatchLogic.RETAIN
 
 
-def recommendation_step(events: Stream[Admitted], config: RecsConfig, topics: Topics) -> Stream[OutMessage]:
-    """The recommendation steps on the flow's admitted events; returns update messages."""
+def recommendation_step(events: Stream[Admitted], config: RecsConfig, topics: Topics,
+                        replay_order: bool = False) -> Stream[OutMessage]:
+    """The recommendation steps on the flow's admitted events; returns update messages.
+    (`replay_order`: see `FlowConfig.replay_order`.)"""
     inputs = op.filter_map("recs_inputs", events, recs_input)
-    by_venue = op.key_on("recs_key_venue", inputs, lambda event: event.venue_id)
+    by_venue = op.key_on("recs_key_venue", inputs, _venue_of)
     snapshots = op.key_rm("recs_snapshots", op.stateful_batch(
-        "recs_venue_taste", by_venue, lambda resume: _VenueTasteLogic(resume, config)))
-    by_country = op.key_on("recs_key_country", snapshots, lambda snapshot: snapshot.country)
+        "recs_venue_taste", by_venue, lambda resume: _VenueTasteLogic(resume, config, replay_order)))
+    by_country = op.key_on("recs_key_country", snapshots, _country_of)
     scorer = CountryScorer(config)
     ranked = op.key_rm("recs_ranked", op.stateful_batch(
-        "recs_country_score", by_country, lambda resume: _CountryScoreLogic(resume, config, scorer)))
+        "recs_country_score", by_country,
+        lambda resume: _CountryScoreLogic(resume, config, scorer, replay_order)))
     lists = op.key_on("recs_key_ranked", ranked, lambda r: r.venue_id)
     return op.key_rm("recs_updates", op.stateful_batch(
-        "recs_deliver", lists, lambda resume: _DeliverLogic(resume, config, topics)))
+        "recs_deliver", lists, lambda resume: _DeliverLogic(resume, config, topics, replay_order)))
 
 
 def recs_flow(

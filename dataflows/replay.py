@@ -7,8 +7,9 @@
 
 The history (files from `jukebox record` or `jukebox simulate --jsonl`, or a bounded
 range of the input topics) goes through the live flow factory in one deterministic
-order (dataflows/record.py), on event time; see dataflows/replay_run.py for the
-engine. The outputs land in `--out` (sorted JSON Lines, `report.json`, `report.html`)
+order (dataflows/record.py), on event time; every output is byte-identical whatever
+`--workers` and `--batch-size` (dataflows/replay_order.py); see dataflows/replay_run.py
+for the engine. The outputs land in `--out` (sorted JSON Lines, `report.json`, `report.html`)
 and optionally in Redis under `<namespace>:<key prefix>` (`--redis`) and in the
 topics `<namespace>.<topic>` (`--publish`): never in a live key or topic.
 
@@ -36,8 +37,8 @@ from rich.console import Console
 from dataflows.backtest_html import diff_html, report_html
 from dataflows.backtest_report import backtest_report, diff_table, summary_tables
 from dataflows.flow import FlowConfig
-from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.fraud_steps import FraudConfig
+from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.kafka_sink import ConfirmedProducer, DeliveryFailed
 from dataflows.live import feature_store, flow_config
 from dataflows.local_stack import create_topics
@@ -55,6 +56,7 @@ from dataflows.record import (
 )
 from dataflows.records import OutMessage, RawRecord
 from dataflows.replay_models import replay_scorer
+from dataflows.replay_order import MAX_BATCH
 from dataflows.replay_recs import replay_recs_config
 from dataflows.replay_run import (
     OUTPUT_ATTRS,
@@ -259,7 +261,8 @@ def replay(
     allowed_lateness: str = typer.Option(None, help="Feature admission, e.g. 6h (default: settings)"),
     max_future_skew: str = typer.Option(None, help="Feature admission, e.g. 5m (default: settings)"),
     workers: int = typer.Option(1, min=1, help="Worker threads"),
-    batch_size: int = typer.Option(1000, min=1, help="Records per source batch"),
+    batch_size: int = typer.Option(5000, min=1, max=MAX_BATCH, help="Records per source batch (speed "
+                                   "only: the outputs do not depend on it)"),
     html: bool = typer.Option(True, "--html/--no-html", help="Write report.html"),
 ) -> None:
     """Replay recorded history through the dataflows into an isolated namespace; write a report."""
@@ -325,9 +328,6 @@ def replay(
     if publish:
         _check_topics_free(settings.kafka.client_config(), space)
 
-    if workers > 1 and fraud:
-        console.print("[yellow]with several workers, alerts on payments (customer features) and anomaly "
-                      "alerts depend on how the workers interleave: use 1 worker for a reference run[/yellow]")
     progress = history_progress()
     task = progress.add_task("replay", total=total, stats="")
     began, seen = time.monotonic(), [0]

@@ -2,8 +2,10 @@
 
 `run_replay` builds the flow with `build_flow` (the very factory the live flow uses),
 fed by `HistorySource`: ONE source partition that emits the merged history in
-`(timestamp_ms, topic, partition, offset)` order, so every key sees the same order
-whatever the worker count. The flow keeps the live topic names (so dead letters and
+`(timestamp_ms, topic, partition, offset)` order, each record stamped with its position
+in it, one batch per epoch (lockstep), with `FlowConfig.replay_order` on: the steps fed
+by many keys apply each batch in history order (replay_order.py), so the outputs do
+not depend on the batch size, the worker count or timing. The flow keeps the live topic names (so dead letters and
 alerts are byte-identical to what the live flow would write); the outputs go to
 this run's namespace only:
 
@@ -24,7 +26,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -36,6 +38,7 @@ from bytewax.run import cli_main
 
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.records import Admitted, OutMessage, RawRecord
+from dataflows.replay_order import MAX_BATCH, history_position
 from online_store.feature_row import FeatureRow
 from online_store.store import FeatureStore, InMemoryFeatureStore, WriteResult
 from schemas.events import PlayEvent
@@ -43,7 +46,9 @@ from schemas.topics import Topics
 from schemas.types import format_utc
 from simulator.fraud import FraudLabel
 
-REPLAY_EPOCH = timedelta(days=365)  # no recovery in a replay: one epoch, no wall-clock epoch boundary
+# One source batch per epoch: Bytewax reads the next batch once the flow has finished
+# the last (replay_order.py). A replay keeps no recovery state, so epochs cost no snapshot.
+REPLAY_EPOCH = timedelta(0)
 OUTPUT_ATTRS = ("fraud_alerts", "recommendations", "dead_letters", "late_events", "model_events")
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -93,16 +98,23 @@ class ReplayNamespace:
 class _HistoryPartition(StatefulSourcePartition[RawRecord, int]):
     def __init__(self, records: Iterator[RawRecord], batch_size: int, resume: int | None,
                  on_batch: Callable[[list[RawRecord]], None] | None) -> None:
+        if not 0 < batch_size <= MAX_BATCH:
+            raise ValueError(f"batch size {batch_size}: 1 to {MAX_BATCH}")
         self._records, self._batch_size, self._on_batch = records, batch_size, on_batch
         self._emitted = resume or 0
+        self._batches = 0
         if resume:
             for _ in islice(records, resume):  # a restart resumes after what was emitted
                 pass
 
     def next_batch(self) -> list[RawRecord]:
-        batch = list(islice(self._records, self._batch_size))
+        batch_no = self._batches
+        batch = [RawRecord(r.topic, r.key, r.value, r.partition, r.offset, r.timestamp_ms,
+                           history_position(batch_no, i))
+                 for i, r in enumerate(islice(self._records, self._batch_size))]
         if not batch:
             raise StopIteration
+        self._batches += 1
         self._emitted += len(batch)
         if self._on_batch is not None:
             self._on_batch(batch)
@@ -115,7 +127,7 @@ class _HistoryPartition(StatefulSourcePartition[RawRecord, int]):
 class HistorySource(FixedPartitionedSource[RawRecord, int]):
     """One partition emitting `open_history()` in order (built once per run)."""
 
-    def __init__(self, open_history: Callable[[], Iterator[RawRecord]], batch_size: int = 1000,
+    def __init__(self, open_history: Callable[[], Iterator[RawRecord]], batch_size: int = 5000,
                  on_batch: Callable[[list[RawRecord]], None] | None = None) -> None:
         self._open, self._batch_size, self._on_batch = open_history, batch_size, on_batch
 
@@ -276,7 +288,7 @@ def run_replay(
     config: FlowConfig,
     *,
     workers: int = 1,
-    batch_size: int = 1000,
+    batch_size: int = 5000,
     store_factory: Callable[[], FeatureStore] = InMemoryFeatureStore,
     written_at: datetime | None = None,
     on_batch: Callable[[list[RawRecord]], None] | None = None,
@@ -289,6 +301,7 @@ def run_replay(
     features = CoalescingFeatureSink(store_factory, written_at)
     kafka = CollectingSink()
     observers = FlowObservers(on_routed=plays.observe if observe_plays else None)
+    config = replace(config, replay_order=True)
     flow = build_flow("replay", source, FlowOutputs(features=features, kafka=kafka), config, observers)
     started = time.perf_counter()
     cli_main(flow, workers_per_process=workers, epoch_interval=REPLAY_EPOCH)

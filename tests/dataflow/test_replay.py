@@ -15,6 +15,7 @@ import dataflows.backtest_html
 import dataflows.backtest_report
 import dataflows.record
 import dataflows.replay
+import dataflows.replay_order
 import dataflows.replay_run
 from dataflows.flow import FlowConfig
 from dataflows.record import (
@@ -70,7 +71,8 @@ def outputs_of(records, config: FlowConfig, **kwargs) -> dict[str, list[bytes]]:
 
 
 @pytest.mark.parametrize("module", [dataflows.record, dataflows.replay_run, dataflows.replay,
-                                    dataflows.backtest_report, dataflows.backtest_html])
+                                    dataflows.replay_order, dataflows.backtest_report,
+                                    dataflows.backtest_html])
 def test_doctests_of_the_replay_modules(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -111,29 +113,24 @@ def test_replaying_twice_gives_byte_identical_alerts_dead_letters_and_features()
     assert {"anomaly", "song_looping", "payment_testing"} <= {r for a in alerts for r in a["reasons"]}
 
 
-def test_features_and_dead_letters_do_not_depend_on_batch_size_or_worker_count():
-    reference = outputs_of(history(), fraud_config())
-    for kwargs in ({"batch_size": 137}, {"batch_size": 5000}, {"workers": 2}):
-        other = outputs_of(history(), fraud_config(), **kwargs)
-        for output in ("features", "dead_letters", "late_events", "labels"):
-            assert other[output] == reference[output], (kwargs, output)
+@cache
+def reference_outputs() -> dict[str, list[bytes]]:
+    return outputs_of(history(), fraud_config())
 
 
-def test_alerts_keyed_by_jukebox_are_identical_with_one_and_two_workers():
-    # Without payments every scoring request reaches `fraud_decide` from the device step
-    # alone, in source order: the same alerts whatever the worker count.
-    one = outputs_of(history(payments=False), fraud_config(anomaly=False))
-    two = outputs_of(history(payments=False), fraud_config(anomaly=False), workers=2, batch_size=300)
-    assert one == two and len(one["fraud_alerts"]) > 5
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "flow.py/fraud_steps.py: a payment's scoring request reaches fraud_decide through the "
-    "customer step, other requests directly; their per-jukebox order (and the customer "
-    "features at each payment) follow bytewax's per-key batching, not the source order"))
-def test_alerts_do_not_depend_on_batch_size():
-    assert outputs_of(history(), fraud_config(anomaly=False))["fraud_alerts"] == \
-        outputs_of(history(), fraud_config(anomaly=False), batch_size=137)["fraud_alerts"]
+@pytest.mark.parametrize("kwargs", [{"batch_size": 1}, {"batch_size": 137}, {"batch_size": 1000},
+                                    {"workers": 2, "batch_size": 300}], ids=str)
+def test_every_output_is_byte_identical_whatever_the_batch_size_or_worker_count(kwargs):
+    # Payments are scored on customer features (a customer's payments come from many
+    # jukeboxes), and the anomaly detector learns from every jukebox's windows: both
+    # follow the history order, not the order the workers deliver in (replay_order.py).
+    reference = reference_outputs()
+    assert len(reference["fraud_alerts"]) > 20 and len(reference["features"]) > 400
+    assert "anomaly" in {r for v in reference["fraud_alerts"] for r in orjson.loads(v)["reasons"]}
+    assert any(orjson.loads(v)["customer_id"] for v in reference["fraud_alerts"])  # payments alerted on
+    other = outputs_of(history(), fraud_config(), **kwargs)
+    for output in reference:
+        assert other[output] == reference[output], output
 
 
 def test_overrides_change_what_the_replay_raises():
