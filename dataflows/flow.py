@@ -16,7 +16,6 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -29,7 +28,13 @@ from dataflows.idle_state import CustomerProbe, DeviceProbe, IdleSweep, Releasin
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
-from dataflows.replay_order import EpochStash, PaymentPending, PaymentUnscored, Sequenced
+from dataflows.replay_order import (
+    EpochStash,
+    HistoryOrdered,
+    PaymentPending,
+    PaymentUnscored,
+    Sequenced,
+)
 from online_store.admission import AdmissionPolicy
 from online_store.customer import CustomerPayment, update_customer
 from online_store.device import update_device
@@ -177,7 +182,7 @@ class DeviceLogic(_ReleasingStateLogic):
         return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 
 
-class CustomerLogic(_ReleasingStateLogic):
+class CustomerLogic(HistoryOrdered, _ReleasingStateLogic):
     """Customer features; a payment carrying its device row is scored on both.
 
     In replay order (scoring on), a batch's payments and venue moves, which come from
@@ -226,22 +231,12 @@ class CustomerLogic(_ReleasingStateLogic):
         self.state = state
         return outputs, probed
 
+    def apply_in_order(self, items: list) -> list:
+        return self._apply(items)[0]
+
     def snapshot(self) -> bytes | None:
-        if self.stash is not None:  # the end of the epoch: apply what it brought
-            self.stash.close(lambda values: self._apply(values)[0])
+        self.end_epoch()
         return super().snapshot()
-
-    def notify_at(self) -> datetime | None:
-        return None if self.stash is None else self.stash.due()
-
-    def on_notify(self) -> tuple[list, bool]:
-        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list, bool]:
-        if self.stash is None:
-            return [], op.StatefulBatchLogic.RETAIN
-        self.stash.close(lambda values: self._apply(values)[0])
-        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
 
 
 def _history_order(item: object) -> tuple[int, str]:

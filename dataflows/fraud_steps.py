@@ -28,6 +28,7 @@ from dataflows.idle_state import DeviceProbe, IdleSweep, ReleasingLogic
 from dataflows.records import OutMessage
 from dataflows.replay_order import (
     EpochStash,
+    HistoryOrdered,
     PaymentOrder,
     PaymentPending,
     PaymentUnscored,
@@ -224,7 +225,7 @@ class AnomalyState:
     cooldown: dict[str, CooldownState] = field(default_factory=dict)
 
 
-class _AnomalyLogic(op.StatefulBatchLogic):
+class _AnomalyLogic(HistoryOrdered, op.StatefulBatchLogic):
     """One detector for the whole device class: score a closed window, then learn from
     it unless it raised an alert (so fraud does not become normal)."""
 
@@ -242,31 +243,22 @@ class _AnomalyLogic(op.StatefulBatchLogic):
 
     def on_batch(self, values: list[ClosedWindow]) -> tuple[list, bool]:
         if self.stash is None:
-            return self._learn(values), op.StatefulBatchLogic.RETAIN
+            return self.apply_in_order(values), op.StatefulBatchLogic.RETAIN
         self.stash.add(values)
         self.newest_batch = max(self.newest_batch, max(batch_of(w.position) for w in values))
         return [], op.StatefulBatchLogic.RETAIN
 
+    def held_over(self) -> Callable[[ClosedWindow], bool]:
+        newest = self.newest_batch
+        return lambda window: batch_of(window.position) >= newest
+
     def snapshot(self) -> bytes | None:
         if self.stash is not None:
-            newest = self.newest_batch
-            self.stash.close(self._learn, keep=lambda window: batch_of(window.position) >= newest)
+            self.end_epoch()
             return None
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def notify_at(self) -> datetime | None:
-        return None if self.stash is None else self.stash.due()
-
-    def on_notify(self) -> tuple[list, bool]:
-        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list, bool]:
-        if self.stash is None:
-            return [], op.StatefulBatchLogic.RETAIN
-        self.stash.close(self._learn)
-        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
-
-    def _learn(self, values: list[ClosedWindow]) -> list:
+    def apply_in_order(self, values: list[ClosedWindow]) -> list:
         outputs: list = []
         detector, policy = self.state.detector, self.config.decisions
         for window in values:

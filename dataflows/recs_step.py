@@ -32,7 +32,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.records import Admitted, OutMessage, contracts_by_topic, route_record
-from dataflows.replay_order import EpochStash, Sequenced
+from dataflows.replay_order import EpochStash, HistoryOrdered, Sequenced
 from models.recommender import RecsScorer
 from models.recs_catalog import RecsCatalog
 from models.recs_rules import DeliveryState, RankedList, RecsPolicy, SongRanker, deliveries
@@ -174,7 +174,7 @@ class CountryScorer:
                 for s, songs in zip(snapshots, lists, strict=True)]
 
 
-class _CountryScoreLogic(_PickledLogic):
+class _CountryScoreLogic(HistoryOrdered, _PickledLogic):
     """A country's trending songs; each venue snapshot is ranked with the trending shares
     as of that snapshot (its own plays and those of the snapshots before it), so a list
     does not depend on which snapshots shared its micro-batch. In a replay, a batch's
@@ -196,9 +196,9 @@ class _CountryScoreLogic(_PickledLogic):
         # Live: a micro-batch brings each venue's snapshots grouped by venue (Bytewax runs
         # keys in turn); taken in event-time order, the trending each one sees is as of
         # its own time, not as of the last venue's.
-        return self._rank(sorted(values, key=_event_time_order)), op.StatefulBatchLogic.RETAIN
+        return self.apply_in_order(sorted(values, key=_event_time_order)), op.StatefulBatchLogic.RETAIN
 
-    def _rank(self, values: list) -> list[RankedList]:
+    def apply_in_order(self, values: list) -> list[RankedList]:
         trending = self.state
         snapshots = [v.item if type(v) is Sequenced else v for v in values]
         shares: list[dict[str, float]] = []
@@ -211,21 +211,8 @@ class _CountryScoreLogic(_PickledLogic):
         return self.scorer.ranked(snapshots, shares, row_by_row=self.stash is not None)
 
     def snapshot(self) -> bytes | None:
-        if self.stash is not None:
-            self.stash.close(self._rank)
+        self.end_epoch()
         return super().snapshot()
-
-    def notify_at(self) -> datetime | None:
-        return None if self.stash is None else self.stash.due()
-
-    def on_notify(self) -> tuple[list, bool]:
-        return ([] if self.stash is None else self.stash.ready()), op.StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list, bool]:
-        if self.stash is None:
-            return [], op.StatefulBatchLogic.RETAIN
-        self.stash.close(self._rank)
-        return self.stash.ready(), op.StatefulBatchLogic.RETAIN
 
 
 def _snapshot_order(item: Sequenced) -> tuple[int, str]:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bytewax.operators import StatefulBatchLogic
+
 BATCH_BITS = 20  # a position is (source batch << BATCH_BITS) | index in the batch
 MAX_BATCH = 1 << BATCH_BITS
 _DUE = datetime(2000, 1, 1, tzinfo=UTC)  # a notification time always in the past
@@ -99,6 +101,37 @@ class EpochStash:
         # the very next epoch (the anomaly step counts on that: a window is at most one
         # batch late). Before the epoch ends the call returns nothing.
         return _DUE if self._held or self._ready else None
+
+
+class HistoryOrdered:
+    """A keyed logic that, in a replay, holds each epoch's inputs in `self.stash` and
+    applies them with `apply_in_order` when the epoch ends (its `snapshot()` calls
+    `end_epoch`); live (`stash` None) it applies them as they come."""
+
+    stash: EpochStash | None = None
+
+    def apply_in_order(self, items: list) -> list:
+        raise NotImplementedError
+
+    def held_over(self) -> Callable[[object], bool] | None:
+        """Which held items wait for a later epoch (see `EpochStash.close`)."""
+        return None
+
+    def end_epoch(self) -> None:
+        if self.stash is not None:
+            self.stash.close(self.apply_in_order, self.held_over())
+
+    def notify_at(self) -> datetime | None:
+        return None if self.stash is None else self.stash.due()
+
+    def on_notify(self) -> tuple[list, bool]:
+        return ([] if self.stash is None else self.stash.ready()), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list, bool]:
+        if self.stash is None:
+            return [], StatefulBatchLogic.RETAIN
+        self.stash.close(self.apply_in_order)
+        return self.stash.ready(), StatefulBatchLogic.RETAIN
 
 
 @dataclass(frozen=True, slots=True)
