@@ -20,12 +20,17 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator,
+                      model_validator)
 
 from schemas.countries import COUNTRIES, CURRENCIES
 from schemas.types import SCHEMA_VERSION, EntityId, Latitude, Longitude, UtcDatetime
 
 MAX_AMOUNT_MAJOR = Decimal(100000000)  # 1e8 major units: above any jukebox payment
+MAX_AMOUNT_TEXT = 24
+# Written out: pydantic's own schema for Decimal changed between releases (2.14 dropped
+# its maxLength), and a published contract must not move with a dependency.
+_AMOUNT_SCHEMA = WithJsonSchema({"title": "Amount", "type": "string", "maxLength": MAX_AMOUNT_TEXT})
 
 
 class Contract(BaseModel):
@@ -86,7 +91,7 @@ class PaymentEvent(InputEvent):
     jukebox_id: EntityId
     venue_id: EntityId
     customer_id: EntityId
-    amount: Decimal
+    amount: Annotated[Decimal, _AMOUNT_SCHEMA]
     currency: Literal["NGN", "KES", "ZAR", "GHS", "EGP", "MAD", "XOF", "UGX", "TZS", "ETB"]
     method: PaymentMethod
     status: PaymentStatus
@@ -98,7 +103,7 @@ class PaymentEvent(InputEvent):
         # Floats lose minor units (0.1 + 0.2); integers are fine, text is the contract.
         if isinstance(value, bool) or isinstance(value, float):
             raise ValueError("amount must be a decimal string such as \"12.50\"")
-        if isinstance(value, str) and len(value) > 24:
+        if isinstance(value, str) and len(value) > MAX_AMOUNT_TEXT:
             raise ValueError("amount text too long")
         return value
 
