@@ -95,13 +95,18 @@ class DeviceAnomalyDetector:
 
     def scaled(self, values: Mapping[str, object]) -> dict[str, float]:
         """Every bounded feature in [0, 1]; missing or non-numeric values -> 0."""
+        spans = getattr(self, "_spans", None)  # derived; detectors saved before it lack it
+        if spans is None:
+            spans = self._spans = tuple((name, lo, hi - lo) for name, (lo, hi) in self.bounds.items())
         out = {}
-        for name, (lo, hi) in self.bounds.items():
+        for name, lo, span in spans:
             value = values.get(name)
-            if not isinstance(value, (int, float)) or math.isnan(value):
+            numeric = type(value) in (float, int) or isinstance(value, (int, float))
+            if not numeric or value != value:  # noqa: PLR0124 (only NaN differs from itself)
                 out[name] = 0.0
-            else:
-                out[name] = min(1.0, max(0.0, (float(value) - lo) / (hi - lo)))
+            else:  # clipped without min/max calls: this runs for every feature of every window
+                scaled = (float(value) - lo) / span
+                out[name] = 1.0 if scaled > 1.0 else (0.0 if scaled <= 0.0 else scaled)  # noqa: FURB136
         return out
 
     def score(self, values: Mapping[str, object]) -> float:

@@ -70,7 +70,12 @@ class RuleHit:
 
 def _number(features: Mapping[str, object], name: str) -> float | None:
     value = features.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    kind = type(value)  # exact types first: read ~20 times per event
+    if kind is float:
+        return value if value == value else None  # noqa: PLR0124 (False only for NaN)
+    if kind is int:
+        return float(value)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return None
     return float(value)
 
@@ -207,6 +212,9 @@ class SustainState:
     since: tuple[tuple[str, int], ...] = ()
 
 
+_NOTHING_SUSTAINED = SustainState()
+
+
 def sustained_hits(
     state: SustainState | None, hits: tuple[RuleHit, ...], event_time: datetime
 ) -> tuple[SustainState, tuple[RuleHit, ...]]:
@@ -225,6 +233,8 @@ def sustained_hits(
     >>> sustained_hits(state, (), t0 + timedelta(minutes=31))[0].since    # condition gone: reset
     ()
     """
+    if not hits and (state is None or not state.since):
+        return _NOTHING_SUSTAINED, ()  # most rows: no rule fires, nothing held
     now = int(event_time.timestamp())
     before = dict(state.since) if state is not None else {}
     since: dict[str, int] = {}

@@ -221,15 +221,10 @@ def _apply_venue(state: DeviceState, venue: VenueRef) -> list:
     ] if moved else []
     # Re-classify the hour's plays under the new opening hours, so the value does not
     # depend on whether the registration arrived before or after the plays.
-    window = state.after_hours_plays_1h
-    window.buckets = {}
-    window.total = 0
-    if state.venue is not None:
-        bucket_s = window.bucket_s
-        for bucket, plays in state.plays_1h.buckets.items():
-            if not state.venue.is_open_at(bucket * bucket_s):
-                window.buckets[bucket] = plays
-                window.total += plays
+    venue, bucket_s = state.venue, state.after_hours_plays_1h.bucket_s
+    state.after_hours_plays_1h.replace_buckets({} if venue is None else {
+        bucket: plays for bucket, plays in state.plays_1h.buckets.items()
+        if not venue.is_open_at(bucket * bucket_s)})
     if state.clock is None:
         return located
     return [device_row(state), *located]  # same version: the last write at it wins

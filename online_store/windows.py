@@ -36,10 +36,14 @@ class SlidingSum:
     buckets: dict[int, int | float] = field(default_factory=dict)
     total: int | float = 0
     head: int | None = None
+    # Derived, never saved: the bucket width, and the oldest bucket held (so moving the
+    # window's end scans the buckets only when one of them leaves).
+    bucket_s: int = field(init=False, repr=False, compare=False)
+    oldest: int | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def bucket_s(self) -> int:
-        return self.window_s // BUCKETS_PER_WINDOW
+    def __post_init__(self) -> None:
+        self.bucket_s = self.window_s // BUCKETS_PER_WINDOW
+        self.oldest = min(self.buckets, default=None)
 
     def advance(self, clock_s: int) -> None:
         """Move the window's end to the bucket of `clock_s` (never backwards)."""
@@ -48,8 +52,18 @@ class SlidingSum:
             return
         self.head = head
         oldest_kept = head - BUCKETS_PER_WINDOW + 1
-        for bucket in [b for b in self.buckets if b < oldest_kept]:
-            self.total -= self.buckets.pop(bucket)
+        if self.oldest is None or self.oldest >= oldest_kept:
+            return
+        buckets = self.buckets
+        for bucket in [b for b in buckets if b < oldest_kept]:
+            self.total -= buckets.pop(bucket)
+        self.oldest = min(buckets, default=None)
+
+    def replace_buckets(self, buckets: dict[int, int | float]) -> None:
+        """Hold exactly `buckets` (inside the window), total recomputed."""
+        self.buckets = buckets
+        self.total = sum(buckets.values())
+        self.oldest = min(buckets, default=None)
 
     def __reduce__(self):
         # Explicit and flat: snapshots pickle every touched entity each epoch.
@@ -58,10 +72,14 @@ class SlidingSum:
     def add(self, t_s: int, amount: float = 1) -> bool:
         """Count `amount` at event time `t_s`; False when it is outside the window."""
         bucket = t_s // self.bucket_s
-        if self.head is None or bucket <= self.head - BUCKETS_PER_WINDOW or bucket > self.head:
+        head = self.head
+        if head is None or bucket <= head - BUCKETS_PER_WINDOW or bucket > head:
             return False
-        self.buckets[bucket] = self.buckets.get(bucket, 0) + amount
+        buckets = self.buckets
+        buckets[bucket] = buckets.get(bucket, 0) + amount
         self.total += amount
+        if self.oldest is None or bucket < self.oldest:
+            self.oldest = bucket
         return True
 
 
@@ -73,13 +91,15 @@ class SlidingCounter:
     buckets: dict[int, dict] = field(default_factory=dict)  # plain dicts: Counter pickles slowly
     totals: dict = field(default_factory=dict)
     head: int | None = None
+    bucket_s: int = field(init=False, repr=False, compare=False)  # derived, as in SlidingSum
+    oldest: int | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.bucket_s = self.window_s // BUCKETS_PER_WINDOW
+        self.oldest = min(self.buckets, default=None)
 
     def __reduce__(self):
         return (SlidingCounter, (self.window_s, self.buckets, self.totals, self.head))
-
-    @property
-    def bucket_s(self) -> int:
-        return self.window_s // BUCKETS_PER_WINDOW
 
     def advance(self, clock_s: int) -> None:
         head = clock_s // self.bucket_s
@@ -87,20 +107,28 @@ class SlidingCounter:
             return
         self.head = head
         oldest_kept = head - BUCKETS_PER_WINDOW + 1
-        totals = self.totals
-        for bucket in [b for b in self.buckets if b < oldest_kept]:
-            for key, amount in self.buckets.pop(bucket).items():
+        if self.oldest is None or self.oldest >= oldest_kept:
+            return
+        totals, buckets = self.totals, self.buckets
+        for bucket in [b for b in buckets if b < oldest_kept]:
+            for key, amount in buckets.pop(bucket).items():
                 left = totals[key] - amount
                 if left:
                     totals[key] = left
                 else:
                     del totals[key]
+        self.oldest = min(buckets, default=None)
 
     def add(self, t_s: int, key: object, amount: int = 1) -> bool:
         bucket = t_s // self.bucket_s
-        if self.head is None or bucket <= self.head - BUCKETS_PER_WINDOW or bucket > self.head:
+        head = self.head
+        if head is None or bucket <= head - BUCKETS_PER_WINDOW or bucket > head:
             return False
-        counts = self.buckets.setdefault(bucket, {})
+        counts = self.buckets.get(bucket)
+        if counts is None:
+            counts = self.buckets[bucket] = {}
+            if self.oldest is None or bucket < self.oldest:
+                self.oldest = bucket
         counts[key] = counts.get(key, 0) + amount
         self.totals[key] = self.totals.get(key, 0) + amount
         return True

@@ -38,11 +38,12 @@ def _busy_engine(engines, kafka_bootstrap, redis_proxy, topics, key_prefix, redi
                      extra_env={"JUKEBOX_FLOW_BATCH_SIZE": "250", **env})
     client = redis.Redis.from_url(redis_url)
     wait_until(lambda: keys_under(client, key_prefix) > 500, 60, "the first writes", check=engine.assert_running)
+    # Counted before the rest is produced (the engine may take it in as fast as it comes),
+    # and only this test's keys: the server is shared, and other tests' keys expire.
+    keys = keys_under(client, key_prefix)
     acked += produce_acknowledged(kafka_bootstrap, records[third:])
-    keys = client.dbsize()
-    while client.dbsize() < keys + 300:  # the rest is being written
-        engine.assert_running()
-        time.sleep(0.005)
+    wait_until(lambda: keys_under(client, key_prefix) >= keys + 300, 60, "the rest being written",
+               check=engine.assert_running)
     return engine, expectation(acked, topics), proxied_url
 
 

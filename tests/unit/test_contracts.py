@@ -64,6 +64,8 @@ PAY = {"event_id": "e2", "payment_id": "p1", "jukebox_id": "jb-1", "venue_id": "
     (orjson.dumps({**PAY, "amount": "12.505"}), PaymentEvent, "invalid_value", None),
     (orjson.dumps({**PAY, "currency": "USD"}), PaymentEvent, "invalid_value", "currency"),
     (b'{"event_id":"e1","event_id":"e2"}', PlayEvent, "duplicate_key", None),
+    # spaced, and a value starting with ':' makes up the `":` the spaced key lacks
+    (b'{"event_id" :"e1", "event_id" :":"}', PlayEvent, "duplicate_key", None),
 ])
 def test_bad_input_is_refused_with_a_precise_reason(raw, contract, reason, field):
     result = decode_event(raw, contract, DecodeLimits())
