@@ -9,15 +9,15 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-all bench lint schemas clean
+.PHONY: install demo test test-all bench lint lock schemas clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "bytewax 0.21.1 needs Python 3.11 or 3.12; set PYTHON=/path/to/python3.12"; exit 1; }
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), \
 		"bytewax 0.21.1 needs Python 3.11 or 3.12 (found %s); set PYTHON=/path/to/python3.12" % sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 install: $(BIN)/.installed
@@ -37,6 +37,14 @@ test-all: install
 
 bench: install
 	$(BIN)/python -m bench.feature_flow
+
+# Re-resolve the newest versions pyproject.toml allows into constraints.txt (then run the tests).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n 1,2p constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^jukebox'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 lint: install
 	$(BIN)/ruff check .
