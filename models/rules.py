@@ -120,15 +120,16 @@ def _unpaid_plays(f: Mapping[str, object], p: RulePolicy) -> RuleHit | None:
         _number(f, "device_after_hours_plays_1h") or 0.0
     ):
         return None  # every unpaid play was after hours: that is the fraud to name
-    evidence = _evidence(
-        f, "device_unpaid_plays_1h", "device_unpaid_credits_1h", "device_credits_paid_1h"
-    )
     if plays is not None and plays > p.max_unpaid_plays_1h:
-        return RuleHit(FraudReason.UNPAID_PLAYS, evidence)
+        return RuleHit(FraudReason.UNPAID_PLAYS, _unpaid_evidence(f))
     if credits is not None and credits > p.max_unpaid_credits_1h:
         # Plays naming payments that never came look like this too (a tampered box).
-        return RuleHit(FraudReason.UNPAID_PLAYS, evidence, p.unpaid_credits_sustain_s)
+        return RuleHit(FraudReason.UNPAID_PLAYS, _unpaid_evidence(f), p.unpaid_credits_sustain_s)
     return None
+
+
+def _unpaid_evidence(f: Mapping[str, object]) -> dict[str, float]:
+    return _evidence(f, "device_unpaid_plays_1h", "device_unpaid_credits_1h", "device_credits_paid_1h")
 
 
 def _song_looping(f: Mapping[str, object], p: RulePolicy) -> dict[str, float] | None:

@@ -43,7 +43,7 @@ class SlidingSum:
 
     def __post_init__(self) -> None:
         self.bucket_s = self.window_s // BUCKETS_PER_WINDOW
-        self.oldest = min(self.buckets, default=None)
+        self.oldest = min(self.buckets) if self.buckets else None
 
     def advance(self, clock_s: int) -> None:
         """Move the window's end to the bucket of `clock_s` (never backwards)."""
@@ -57,13 +57,13 @@ class SlidingSum:
         buckets = self.buckets
         for bucket in [b for b in buckets if b < oldest_kept]:
             self.total -= buckets.pop(bucket)
-        self.oldest = min(buckets, default=None)
+        self.oldest = min(buckets) if buckets else None
 
     def replace_buckets(self, buckets: dict[int, int | float]) -> None:
         """Hold exactly `buckets` (inside the window), total recomputed."""
         self.buckets = buckets
         self.total = sum(buckets.values())
-        self.oldest = min(buckets, default=None)
+        self.oldest = min(buckets) if buckets else None
 
     def __reduce__(self):
         # Explicit and flat: snapshots pickle every touched entity each epoch.
@@ -96,7 +96,7 @@ class SlidingCounter:
 
     def __post_init__(self) -> None:
         self.bucket_s = self.window_s // BUCKETS_PER_WINDOW
-        self.oldest = min(self.buckets, default=None)
+        self.oldest = min(self.buckets) if self.buckets else None
 
     def __reduce__(self):
         return (SlidingCounter, (self.window_s, self.buckets, self.totals, self.head))
@@ -117,7 +117,7 @@ class SlidingCounter:
                     totals[key] = left
                 else:
                     del totals[key]
-        self.oldest = min(buckets, default=None)
+        self.oldest = min(buckets) if buckets else None
 
     def add(self, t_s: int, key: object, amount: int = 1) -> bool:
         bucket = t_s // self.bucket_s
