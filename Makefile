@@ -29,8 +29,8 @@ demo: install
 # time (it measures recovery times and memory, which a busy machine would distort).
 test: install
 	@bash tests/faults/ensure_redis_tls.sh || echo "no TLS-capable redis-server: the Redis TLS test will be skipped"
-	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider -n 2 --ignore=tests/faults
-	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider tests/faults
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider -n 2 --durations=12 --ignore=tests/faults
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider --durations=12 tests/faults
 
 test-all: install
 	$(BIN)/python -m pytest -p no:cacheprovider
