@@ -24,7 +24,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from dataflows.fraud_steps import FraudConfig, PaymentForCustomer, ScoringRequest, fraud_alerts
-from dataflows.idle_state import CustomerProbe, DeviceProbe, IdleSweep, ReleasingLogic
+from dataflows.idle_state import CustomerProbe, DeviceProbe, IdleSweep, IdleTick, ReleasingLogic
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.records import Admitted, OutMessage, RawRecord, contracts_by_topic, route_record
 from dataflows.recs_step import RecsConfig, recommendation_step
@@ -281,6 +281,8 @@ def build_flow(
     def route_batch(batch: list) -> list:
         pairs = []
         for item in batch:
+            if type(item) is IdleTick:
+                continue  # it only gave the release sweep below its turn
             raw = as_raw_record(item)
             pairs.append((raw, route_record(raw, contracts, config.topics, config.limits, config.admission)))
         if on_routed is not None:

@@ -6,7 +6,8 @@ number of activations (measured at 20,000 keys: ~4 % of a backlog drain; a milli
 scan 50 times as much). So release is driven by the input:
 `IdleSweep` notes each entity's latest event time as records are routed (a dict write per
 event) and, every `check_every_s` of wall clock, sends a release probe for each entity
-silent for longer than the horizon, by the fleet clock. The probe travels the entity's
+silent for longer than the horizon, by the fleet clock (an idle live source sends
+`IdleTick`s, so the last events before a quiet spell are swept too). The probe travels the entity's
 keyed steps like an event; each discards its state if `releasable`
 (`online_store/state_release.py` has the rule and why it changes no output).
 """
@@ -23,6 +24,16 @@ import bytewax.operators as op
 from dataflows.records import Admitted
 from online_store.state_release import silent_past_horizon
 from schemas.events import PaymentEvent, VenueRegistration
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTick:
+    """A live source partition's "nothing new" (at most one per `IDLE_TICK_S`): a sweep
+    falls due by the wall clock, but runs where records are routed, so a quiet input must
+    still reach that step. Dropped there."""
+
+
+IDLE_TICK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ what has already been fetched and returns at once. A partition whose batch did n
 asks to be polled again after `POLL_PAUSE` (Bytewax's `next_awake`): an idle engine does
 not spin, and under live load the flow runs fewer, larger micro-batches (every keyed step
 pays a fixed cost per activation that grows with the keys it holds), for at most that
-much added latency. A full batch (a backlog) is followed by the next poll at once.
+much added latency. A full batch (a backlog) is followed by the next poll at once. An
+idle partition emits an `IdleTick` once a second (idle_state.py: the release sweep runs
+where records are routed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.connectors.kafka import KafkaSource
 from confluent_kafka import TopicPartition
 
+from dataflows.idle_state import IDLE_TICK_S, IdleTick
 from dataflows.metrics import EngineMetrics
 
 LAG_REFRESH_S = 5.0
@@ -55,11 +58,17 @@ class LaggingKafkaSource(KafkaSource):
         batch_size = part._batch_size
         gauge = metrics.consumer_lag.labels(topic=part._topic, partition=str(part._part_idx))
         awake: list[datetime | None] = [None]
+        last_item = [time.monotonic()]  # when this partition last emitted anything
 
         def next_batch_with_lag():
             batch = next_batch()
             awake[0] = None if len(batch) >= batch_size else datetime.now(UTC) + POLL_PAUSE
             now = time.monotonic()
+            if batch:
+                last_item[0] = now
+            elif now - last_item[0] >= IDLE_TICK_S:
+                last_item[0] = now
+                batch = [IdleTick()]
             if now - last[0] >= LAG_REFRESH_S:
                 last[0] = now
                 _, high = consumer.get_watermark_offsets(

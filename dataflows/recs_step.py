@@ -31,6 +31,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from dataflows.idle_state import IdleTick
 from dataflows.records import Admitted, OutMessage, contracts_by_topic, route_record
 from dataflows.replay_order import EpochStash, HistoryOrdered, Sequenced
 from models.recommender import RecsScorer
@@ -293,7 +294,7 @@ def recs_flow(
     wanted = {topics.plays, topics.venues}
 
     def admitted(batch: list) -> list[Admitted]:
-        raws = (as_raw_record(item) for item in batch)
+        raws = (as_raw_record(item) for item in batch if type(item) is not IdleTick)
         routed = (route_record(raw, contracts, topics, limits, admission) for raw in raws if raw.topic in wanted)
         return [item for item in routed if isinstance(item, Admitted)]
 

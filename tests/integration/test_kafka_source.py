@@ -1,0 +1,57 @@
+"""The live source against the real broker: records, then an `IdleTick` once a second of
+nothing, so the idle-state sweep (run where records are routed) still gets its turn."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry
+
+from dataflows.idle_state import IDLE_TICK_S, IdleTick
+from dataflows.kafka_source import LaggingKafkaSource
+from dataflows.metrics import EngineMetrics
+from schemas.topics import Topics
+
+
+def _drain(part, seconds: float) -> list:
+    """Every item `next_batch` returns for `seconds` of polling."""
+    items: list = []
+    ended = time.monotonic() + seconds
+    while time.monotonic() < ended:
+        items.extend(part.next_batch())
+        time.sleep(0.01)
+    return items
+
+
+def _records_until(part, count: int, timeout_s: float = 15.0) -> list:
+    """Poll until `count` records came (ticks, while the consumer connects, left out)."""
+    records: list = []
+    ended = time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < ended:
+        records.extend(item for item in part.next_batch() if type(item) is not IdleTick)
+        time.sleep(0.01)
+    return records
+
+
+def test_an_idle_partition_sends_a_tick_a_second_and_records_otherwise(kafka_bootstrap: str, topics: Topics):
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for n in range(5):
+        producer.produce(topics.plays, key=b"jb-1", value=b'{"n": %d}' % n, partition=0)
+    assert producer.flush(10) == 0
+    source = LaggingKafkaSource([kafka_bootstrap], [topics.plays], tail=True, batch_size=100,
+                               metrics=EngineMetrics(CollectorRegistry()))
+    part = source.build_part("records", f"0-{topics.plays}", None)
+    try:
+        assert [r.value for r in _records_until(part, 5)] == [b'{"n": %d}' % n for n in range(5)]
+
+        quiet = _drain(part, 3 * IDLE_TICK_S + 0.5)
+        ticks = [item for item in quiet if type(item) is IdleTick]
+        assert len(ticks) == len(quiet) and 2 <= len(ticks) <= 4, quiet  # ticks only, one a second
+        assert not any(type(item) is IdleTick for item in _drain(part, 0.5 * IDLE_TICK_S))  # just ticked
+
+        producer.produce(topics.plays, key=b"jb-1", value=b'{"n": 5}', partition=0)
+        assert producer.flush(10) == 0
+        assert [r.value for r in _records_until(part, 1)] == [b'{"n": 5}']
+    finally:
+        part.close()
