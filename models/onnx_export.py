@@ -19,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
+
+if TYPE_CHECKING:
+    import onnx
+
+# `onnx` and `skl2onnx` (with scikit-learn) are imported where models are built or read,
+# not here: serving needs only onnxruntime, and they add ~1 s to every engine start.
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "fraud_probability"
@@ -50,6 +53,11 @@ def onnx_model_bytes(
     n_in = getattr(classifier, "n_features_in_", None)
     if n_in != len(feature_names):
         raise ValueError(f"classifier takes {n_in} features, {len(feature_names)} names given")
+    import onnx
+    from onnx import helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     model = convert_sklearn(
         classifier,
         initial_types=[(INPUT_NAME, FloatTensorType([None, len(feature_names)]))],
@@ -65,6 +73,8 @@ def onnx_model_bytes(
 
 def _expose_positive_probability(model: onnx.ModelProto) -> None:
     # skl2onnx outputs `label` and `probabilities` [N, 2]; serving wants one [N] column.
+    from onnx import TensorProto, helper
+
     graph = model.graph
     probabilities = next(o.name for o in graph.output if o.name == "probabilities")
     graph.initializer.append(helper.make_tensor("positive_class", TensorProto.INT64, [], [1]))
@@ -92,6 +102,8 @@ def sha256_hex(data: bytes) -> str:
 
 def onnx_metadata(onnx_bytes: bytes) -> dict[str, str]:
     """The metadata entries stored in an ONNX file."""
+    import onnx
+
     model = onnx.load_from_string(onnx_bytes)
     return {p.key: p.value for p in model.metadata_props}
 

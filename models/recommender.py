@@ -35,10 +35,12 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
 
 from models.fraud_scorer import (
     ChampionSource,
@@ -136,6 +138,8 @@ def scores(params: RecsParams, inputs: Mapping[str, np.ndarray], blend: RecsBlen
 
 
 def _const(name: str, value) -> onnx.TensorProto:
+    from onnx import numpy_helper  # building a model needs onnx; serving needs onnxruntime only
+
     array = np.asarray(value)
     if array.dtype.kind == "f":
         array = array.astype(np.float32)
@@ -145,6 +149,9 @@ def _const(name: str, value) -> onnx.TensorProto:
 def recs_onnx_bytes(params: RecsParams, metadata: Mapping[str, str] = {}) -> bytes:
     """The model as an ONNX graph (MatMul, Gather, ReduceSum, elementwise ops), with its
     vocabulary and weights in the file's metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
     vocab, b = params.vocab, params.blend
     G, L, F = len(vocab.genres), len(vocab.languages), len(vocab.feature_names)
     A, S = len(vocab.artists), len(vocab.song_ids)

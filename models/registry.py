@@ -21,9 +21,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import average_precision_score
 
 from models.fraud_features import FRAUD_MODEL_FEATURES, MODEL_NAME, check_feature_names
 from models.fraud_scorer import (
@@ -40,7 +40,9 @@ from models.registered_model import (
     local_artifact_location,
     local_tracking_uri,
 )
-from models.training import TrainedFraudModel, TrainingSet
+
+if TYPE_CHECKING:  # training (scikit-learn) is not imported by the serving engine
+    from models.training import TrainedFraudModel, TrainingSet
 
 __all__ = ["ARTIFACT_DIR", "CHAMPION", "ONNX_FILE", "FraudModelRegistry", "RegistrationOutcome",
            "load_onnx_file", "local_artifact_location", "local_tracking_uri", "pr_auc_on"]
@@ -61,6 +63,8 @@ class RegistrationOutcome:
 
 def pr_auc_on(scorer: FraudScorer, holdout: TrainingSet) -> float:
     """PR-AUC of a scorer on a holdout's fraud and clean rows (ambiguous ones left out)."""
+    from sklearn.metrics import average_precision_score
+
     rows = holdout.usable()
     return float(average_precision_score(rows.labels, scorer.score(rows.rows)))
 

@@ -32,14 +32,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import average_precision_score
 
 from models.fraud_features import FRAUD_MODEL_FEATURES, MISSING_DEFAULTS, MODEL_NAME, feature_matrix
 from models.model_drift import ModelReference
 from models.onnx_export import check_parity, onnx_model_bytes, sha256_hex
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: serving never loads it
+    from sklearn.ensemble import RandomForestClassifier
 
 AMBIGUOUS = -1
 """Label of a row that is neither fraud nor clean (just after an episode): kept for
@@ -160,6 +162,8 @@ def scenario_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -
     precision = tp / int(flagged.sum()) if flagged.any() else 0.0
     positives = int(labels.sum())
     recall = tp / positives if positives else math.nan
+    from sklearn.metrics import average_precision_score
+
     pr_auc = (
         float(average_precision_score(labels, scores))
         if positives and (~labels).any()
@@ -304,6 +308,8 @@ class FraudTrainer:
                     f"({int(part.labels.sum())} fraud of {len(part)}); "
                     "simulate more jukeboxes or days"
                 )
+        from sklearn.ensemble import RandomForestClassifier
+
         X = feature_matrix(train.rows, self.feature_names, self.defaults)
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators,
