@@ -14,7 +14,7 @@ renaming one needs a migration note.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,12 @@ def as_raw_record(item: Any) -> RawRecord:
     if timestamp is None:
         raise ValueError(f"record {item.topic}/{item.partition}@{item.offset} has no timestamp")
     return RawRecord(item.topic, item.key, item.value, item.partition, item.offset, timestamp)
+
+
+def raw_records(batch: list) -> Iterator[RawRecord]:
+    """A source batch's records; an idle partition's `IdleTick`s are left out (they only
+    give the step that routes records, and runs the release sweep, its turn)."""
+    return (as_raw_record(item) for item in batch if type(item) is not IdleTick)
 
 
 class _PickledStateLogic(op.StatefulBatchLogic):
@@ -279,12 +285,8 @@ def build_flow(
         release_horizon_s(config.admission, config.partition_skew_margin_s), config.state_check_interval_s)
 
     def route_batch(batch: list) -> list:
-        pairs = []
-        for item in batch:
-            if type(item) is IdleTick:
-                continue  # it only gave the release sweep below its turn
-            raw = as_raw_record(item)
-            pairs.append((raw, route_record(raw, contracts, config.topics, config.limits, config.admission)))
+        pairs = [(raw, route_record(raw, contracts, config.topics, config.limits, config.admission))
+                 for raw in raw_records(batch)]
         if on_routed is not None:
             on_routed(pairs)  # once per batch: metrics cost must not scale per event
         results = [result for _raw, result in pairs]

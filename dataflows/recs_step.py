@@ -31,7 +31,6 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.idle_state import IdleTick
 from dataflows.records import Admitted, OutMessage, contracts_by_topic, route_record
 from dataflows.replay_order import EpochStash, HistoryOrdered, Sequenced
 from models.recommender import RecsScorer
@@ -288,13 +287,13 @@ def recs_flow(
 ) -> Dataflow:
     """Recommendations only: route plays and registrations, then `recommendation_step`.
     Dead letters are left to the feature flow, which reads the same records."""
-    from dataflows.flow import as_raw_record  # the feature flow's edge, shared
+    from dataflows.flow import raw_records  # the feature flow's edge, shared
 
     contracts = contracts_by_topic(topics)
     wanted = {topics.plays, topics.venues}
 
     def admitted(batch: list) -> list[Admitted]:
-        raws = (as_raw_record(item) for item in batch if type(item) is not IdleTick)
+        raws = raw_records(batch)
         routed = (route_record(raw, contracts, topics, limits, admission) for raw in raws if raw.topic in wanted)
         return [item for item in routed if isinstance(item, Admitted)]
 
