@@ -39,6 +39,7 @@ from online_store.redis_store import RedisFeatureStore, redis_client_from
 from online_store.store import WriteResult
 from schemas.countries import CURRENCIES
 from schemas.decoding import DecodeLimits
+from schemas.events import PaymentEvent, VenueRegistration
 from schemas.outputs import FraudAlert
 from schemas.topics import Topics
 
@@ -61,9 +62,15 @@ def flow_config(settings: JukeboxSettings) -> FlowConfig:
 
 
 def _country_of(event: object) -> str | None:
-    """Payments name their currency (one per country); other events carry no country."""
-    currency = getattr(event, "currency", None)
-    return CURRENCIES[currency].code if currency in CURRENCIES else getattr(event, "country", None)
+    """Payments name their currency (one per country), venue registrations their country;
+    plays and location reports carry none. By type: a pydantic model's missing attribute
+    costs a raised AttributeError, and this runs once per event."""
+    kind = type(event)
+    if kind is PaymentEvent:
+        return CURRENCIES[event.currency].code
+    if kind is VenueRegistration:
+        return event.country
+    return None
 
 
 def metrics_observers(metrics: EngineMetrics) -> FlowObservers:
@@ -98,8 +105,13 @@ def metrics_observers(metrics: EngineMetrics) -> FlowObservers:
                 metrics.decode_failures.labels(topic=topic, reason=reason).inc(n)
                 metrics.dead_letters.labels(topic=topic, reason=reason).inc(n)
 
+    held = {}  # entity -> its gauge child: `labels()` costs more than the `inc()`, per key
+
     def on_entities(entity: str, delta: int) -> None:
-        metrics.entities_in_state.labels(entity=entity).inc(delta)
+        gauge = held.get(entity)
+        if gauge is None:
+            gauge = held[entity] = metrics.entities_in_state.labels(entity=entity)
+        gauge.inc(delta)
 
     return FlowObservers(on_routed=on_routed, on_entities=on_entities)
 

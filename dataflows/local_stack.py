@@ -109,6 +109,11 @@ class LocalStack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def server_pids(self) -> dict[str, int]:
+        """The started servers' process ids by role ("broker", "redis"), for resource readings."""
+        return dict(zip(("broker", "redis"), (process.pid for process in self._processes), strict=False))
+
     def start(self) -> LocalStack:
         if self.workdir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="jukebox-stack-")

@@ -4,6 +4,7 @@ nothing, so the idle-state sweep (run where records are routed) still gets its t
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
@@ -48,7 +49,7 @@ def test_an_idle_partition_sends_a_tick_a_second_and_records_otherwise(kafka_boo
         quiet = _drain(part, 3 * IDLE_TICK_S + 0.5)
         assert all(type(item) is IdleTick for _, item in quiet), quiet  # ticks only
         assert 2 <= len(quiet) <= 4, quiet  # about one a second...
-        gaps = [later - earlier for (earlier, _), (later, _) in zip(quiet, quiet[1:])]
+        gaps = [later - earlier for (earlier, _), (later, _) in pairwise(quiet)]
         assert min(gaps) >= 0.9 * IDLE_TICK_S, gaps  # ...and never more often (the sleep's jitter aside)
 
         producer.produce(topics.plays, key=b"jb-1", value=b'{"n": 5}', partition=0)

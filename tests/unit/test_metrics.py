@@ -184,3 +184,36 @@ def test_one_metrics_endpoint_per_process():
     assert metrics_module._endpoint is None
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_routed_events_count_by_topic_and_country_and_entities_by_kind():
+    from dataflows.live import metrics_observers
+    from dataflows.records import Admitted, OutMessage, RawRecord
+    from schemas.events import PaymentEvent, PlayEvent, VenueRegistration
+
+    registry = CollectorRegistry()
+    observers = metrics_observers(EngineMetrics(registry))
+    at = datetime(2026, 12, 2, 20, tzinfo=UTC)
+    play = PlayEvent(event_id="p1", jukebox_id="jb-1", venue_id="v1", song_id="s1", played_at=at,
+                     credits_used=1)
+    payment = PaymentEvent(event_id="m1", payment_id="pay1", jukebox_id="jb-1", venue_id="v1",
+                           customer_id="c1", amount="20", currency="KES", method="mobile_money",
+                           status="succeeded", occurred_at=at)
+    venue = VenueRegistration(event_id="r1", venue_id="v1", jukebox_ids=["jb-1"], country="NG", lat=6.5,
+                              lon=3.4, timezone="Africa/Lagos", opening_hours=[], updated_at=at)
+    routed = [(RawRecord(topic, None, b"{}", 0, n, 0), result) for n, (topic, result) in enumerate([
+        ("plays", Admitted(play, 0)), ("payments", Admitted(payment, 0)), ("payments", Admitted(payment, 0)),
+        ("venues", Admitted(venue, 0)),
+        ("plays", OutMessage("dead-letters.v1", None, b"{}", [("jukebox.reason", b"malformed_json")]))])]
+    observers.on_routed(routed)
+    observers.on_entities("device", 1)
+    observers.on_entities("device", 1)
+    observers.on_entities("device", -1)
+
+    assert _value(registry, "jukebox_events_in_total", topic="plays") == 2
+    assert _value(registry, "jukebox_events_in_total", topic="payments") == 2
+    assert _value(registry, "jukebox_events_by_country_total", country="KE") == 2  # by currency
+    assert _value(registry, "jukebox_events_by_country_total", country="NG") == 1  # by registration
+    assert sum(_value(registry, "jukebox_events_by_country_total", country=c) for c in COUNTRIES) == 3
+    assert _value(registry, "jukebox_dead_letters_total", topic="plays", reason="malformed_json") == 1
+    assert _value(registry, "jukebox_entities_in_state", entity="device") == 1
