@@ -15,6 +15,13 @@ pays a fixed cost per activation that grows with the keys it holds), for at most
 much added latency. A full batch (a backlog) is followed by the next poll at once. An
 idle partition emits an `IdleTick` once a second (idle_state.py: the release sweep runs
 where records are routed).
+
+Prefetch: Bytewax opens one consumer per partition, and librdkafka's default lets each
+queue up to 64 MB or 100,000 messages ahead of the flow. Behind a backlog that is the
+engine's memory growing with the lag, up to gigabytes over the input partitions, so the
+queue is capped (`PREFETCH`; the configured `add_config` wins). librdkafka's statistics
+are off: Bytewax parses them every second per partition for a lag gauge we compute
+ourselves from the fetch watermarks.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from dataflows.metrics import EngineMetrics
 
 LAG_REFRESH_S = 5.0
 POLL_PAUSE = timedelta(milliseconds=10)
+PREFETCH = {"queued.max.messages.kbytes": 4096, "queued.min.messages": 20_000,
+            "statistics.interval.ms": 0}
 
 
 class _NonBlockingConsumer:
@@ -46,8 +55,9 @@ class _NonBlockingConsumer:
 
 
 class LaggingKafkaSource(KafkaSource):
-    def __init__(self, *args, metrics: EngineMetrics, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, metrics: EngineMetrics, add_config: dict | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, add_config={**PREFETCH, **(add_config or {})}, **kwargs)
         self._metrics = metrics
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):

@@ -57,3 +57,19 @@ def test_an_idle_partition_sends_a_tick_a_second_and_records_otherwise(kafka_boo
         assert [r.value for r in _records_until(part, 1)] == [b'{"n": 5}']
     finally:
         part.close()
+
+
+def test_each_partition_prefetches_at_most_a_few_megabytes_unless_configured(kafka_bootstrap: str,
+                                                                           topics: Topics):
+    # librdkafka's default queue (64 MB or 100,000 messages per partition consumer) made the
+    # engine's memory grow with the lag behind a backlog.
+    metrics = EngineMetrics(CollectorRegistry())
+    capped = LaggingKafkaSource([kafka_bootstrap], [topics.plays], metrics=metrics)
+    assert capped._add_config["queued.max.messages.kbytes"] == 4096
+    assert capped._add_config["statistics.interval.ms"] == 0
+    configured = LaggingKafkaSource([kafka_bootstrap], [topics.plays], metrics=metrics,
+                                    add_config={"queued.max.messages.kbytes": 1024, "client.id": "x"})
+    assert configured._add_config["queued.max.messages.kbytes"] == 1024
+    assert configured._add_config["client.id"] == "x"
+    part = configured.build_part("records", f"0-{topics.plays}", None)  # librdkafka accepts it
+    part.close()
