@@ -1,18 +1,31 @@
 """Promise 7 (long profile): at 80% of the measured maximum rate for 10 minutes, the
-consumer lag does not grow, p99 latency stays bounded and memory stays flat.
+consumer lag does not grow, p99 latency stays bounded and memory stays flat: it grows
+by no more than the feature windows filling up.
 
 The maximum rate is the highest live rate the engine keeps up with, found by a ramp:
 a paced producer sends live events (event time = now; the same 20,000-jukebox fleet,
 kinds and sizes) at rising rates, a minute each, and a step keeps up when the consumer
-lag does not grow by more than 5 s of input. The ramp starts from a fraction of the
+lag does not grow by more than 1 s of input. The ramp starts from a fraction of the
 rate at which the engine drains a backlog of the same traffic (reported too). The
 backlog rate alone overstates the maximum on one small machine: while the engine
 drains, the broker only serves fetches; under live load it also takes every produce,
-and the producer runs beside them (measured: the embedded broker used a whole core at
-2,000 events/s, the engine 0.7). Then the producer sends at 80 % of the maximum. Every 10 s the test samples the
+and the producer runs beside them. The producer sends batches of up to 100 ms (see
+`PacedProducer`: smaller ones make the embedded broker, not the engine, the limit).
+Then the producer sends at 80 % of the maximum. Every 10 s the test samples the
 consumer lag (metrics page), the engine's RSS, and the end-to-end latency of
 recently written jukeboxes (`_written_ms - _as_of_ms` of their Redis hash: when the
 engine wrote minus the event time of the latest event). The figures are printed.
+
+Memory. A jukebox's windows are bucketed (60 buckets a window, online_store/windows.py),
+so its state grows with every bucket live traffic opens until the window is full: for an
+hour (1 h windows) and a day (24 h windows), not the test's 10 minutes. Measured
+(2026-12-03, tracemalloc over the device state alone, 10 events a minute per jukebox):
+13 KiB per jukebox after 6 minutes, 78 KiB after an hour. So RSS cannot be flat here
+while the windows fill, and a leak would hide in that growth. The test therefore
+predicts the fill: it applies the same live traffic, at the same rate per jukebox, for
+the same time, to a sample of jukeboxes with the engine's own update logic, measures
+the state they hold, and scales it to the fleet. RSS may grow by that much plus
+`RSS_SLACK_MIB` (the Kafka consumers' capped prefetch, customers, allocator), no more.
 
     pytest tests/faults/test_sustained_load.py -m slow -s
     JUKEBOX_FAULTS_SUSTAIN_S=120 pytest ... -m slow -s   # a shorter run
@@ -20,16 +33,21 @@ engine wrote minus the event time of the latest event). The figures are printed.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import threading
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
+from online_store.device import update_device
+from schemas.decoding import decode_event
+from schemas.events import DeviceLocationEvent, PaymentEvent, PlayEvent
 from tests.faults.conftest import report
 from tests.integration.flow_process import wait_until
 
@@ -42,6 +60,7 @@ BACKLOG = int(os.environ.get("JUKEBOX_FAULTS_SUSTAIN_BACKLOG", "150000"))  # ~8 
 RAMP_STEP_S = float(os.environ.get("JUKEBOX_FAULTS_RAMP_STEP_S", "60"))
 RAMP_SHARES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # of the backlog drain rate
 SAMPLE_EVERY_S = 10.0
+RSS_SLACK_MIB = 200
 
 
 def live_value(kind: str, i: int, jukebox: str, now: datetime, tag: str = "live") -> bytes:
@@ -93,7 +112,14 @@ class PacedProducer(threading.Thread):
     def __init__(self, bootstrap: str, topics, rate: float, seconds: float, tag: str = "live") -> None:
         super().__init__(daemon=True)
         self.tag = tag
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+        # Batches of up to 100 ms, as an ingest gateway in front of the fleet would send.
+        # Not 5 ms: the embedded broker keeps every produced batch as an object and its CPU
+        # per request grows with the objects it holds. Measured at 2,800 events/s offered
+        # (one engine, 2026-12-02): with 5 ms batches the broker went from 34 % to 100 % of
+        # a core within 3 minutes and the engine, at 60-70 % of a core, starved (lag 500 ->
+        # 107,000); with 100 ms batches the broker went from 12 % to 30 % in 4 minutes and
+        # the lag stayed near 500 events.
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 100,
                                   "compression.type": "lz4", "log_level": 0})
         self.topics, self.rate, self.seconds = topics, rate, seconds
         self.sent = self.failed = 0
@@ -177,6 +203,42 @@ def max_live_rate(backlog: Backlog, bootstrap: str, topics, drain_rate: float) -
     return best, steps
 
 
+CONTRACT_OF = {"play": PlayEvent, "payment": PaymentEvent, "location": DeviceLocationEvent}
+
+
+def window_fill_mib(rate: float, seconds: float, sample: int = 200) -> float:
+    """The fleet's device state after `seconds` of live traffic at `rate` (from empty):
+    the growth the feature windows may show while they fill up."""
+    rnd = random.Random(11)
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    per_jukebox = round(rate / JUKEBOXES * seconds)
+    events = []
+    for j in range(sample):
+        for i in range(per_jukebox):
+            kind = KINDS[rnd.randrange(len(KINDS))]
+            at = start + timedelta(seconds=rnd.uniform(0, seconds))
+            events.append(decode_event(live_value(kind, j * per_jukebox + i, f"jb-{j}", at),
+                                       CONTRACT_OF[kind]))
+    events.sort(key=lambda event: event.event_time)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        states: dict = {}
+        for event in events:
+            states[event.jukebox_id], _ = update_device(states.get(event.jukebox_id), event)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return held / sample * JUKEBOXES / 2**20
+
+
+def test_window_fill_grows_with_the_time_live_traffic_runs():
+    # The memory allowance's model: more buckets open the longer traffic runs.
+    six, sixty = window_fill_mib(3000, 360, sample=40), window_fill_mib(3000, 3600, sample=40)
+    assert 50 < six < sixty
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -213,14 +275,16 @@ def test_80_percent_of_max_rate_for_10_minutes(engines, kafka_bootstrap, redis_u
     latencies = [v for s in samples[1:] for v in s[3]]
     lag_first, lag_last = max(s[1] for s in first), max(s[1] for s in last)
     rss_first, rss_last = max(s[2] for s in first), max(s[2] for s in last)
+    window_fill = window_fill_mib(rate, SUSTAIN_S)
     report("sustained_load", seconds=round(SUSTAIN_S), backlog=BACKLOG, drain_rate_eps=round(drain_rate),
            ramp=" ".join(ramp), max_rate_eps=round(max_rate),
            offered_eps=round(rate), sent=producer.sent, failed=producer.failed,
            lag_first_min=round(lag_first), lag_last_min=round(lag_last),
            rss_first_min_mib=round(rss_first), rss_last_min_mib=round(rss_last),
+           window_fill_mib=round(window_fill),
            latency_p50_ms=_p(latencies, 0.5), latency_p99_ms=_p(latencies, 0.99),
            latency_max_ms=max(latencies, default=None), latency_samples=len(latencies))
     assert producer.failed == 0
     assert lag_last <= max(2 * lag_first, rate * 10), "consumer lag grows"
-    assert rss_last <= rss_first + 300, "memory is not flat"
+    assert rss_last <= rss_first + window_fill + RSS_SLACK_MIB, "memory grows past the windows' fill"
     assert _p(latencies, 0.99) < 15_000
