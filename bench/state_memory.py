@@ -52,12 +52,10 @@ def jukebox_events(jukebox: str, per_minute: float, minutes: int, rnd: random.Ra
     return events
 
 
-def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, float, float]:
-    """Bytes a jukebox's state holds, of which seen-event ids, and its snapshot (pickled)
-    after `minutes` of traffic."""
-    rnd = random.Random(minutes)
-    events = sorted((e for j in range(jukeboxes) for e in jukebox_events(f"jb-{j}", per_minute, minutes, rnd)),
-                    key=lambda e: e.event_time)
+def device_states(events: list) -> tuple[dict[str, DeviceState], int]:
+    """Every jukebox's state after its events (applied in event-time order, by the engine's
+    update logic), and the bytes those states hold (tracemalloc)."""
+    events = sorted(events, key=lambda event: event.event_time)
     gc.collect()
     tracemalloc.start()
     try:
@@ -68,6 +66,15 @@ def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, 
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return states, held
+
+
+def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, float, float]:
+    """Bytes a jukebox's state holds, of which seen-event ids, and its snapshot (pickled)
+    after `minutes` of traffic."""
+    rnd = random.Random(minutes)
+    events = [e for j in range(jukeboxes) for e in jukebox_events(f"jb-{j}", per_minute, minutes, rnd)]
+    states, held = device_states(events)
     seen = sum(ids.buffer_info()[1] * ids.itemsize for s in states.values() for ids in s.seen.hours.values())
     pickled = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states.values())
     return held / jukeboxes, seen / jukeboxes, pickled / jukeboxes

@@ -33,19 +33,17 @@ the state they hold, and scales it to the fleet. RSS may grow by that much plus
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import threading
 import time
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
-from online_store.device import update_device
+from bench.state_memory import device_states
 from schemas.decoding import decode_event
 from schemas.events import DeviceLocationEvent, PaymentEvent, PlayEvent
 from tests.faults.conftest import report
@@ -208,7 +206,8 @@ CONTRACT_OF = {"play": PlayEvent, "payment": PaymentEvent, "location": DeviceLoc
 
 def window_fill_mib(rate: float, seconds: float, sample: int = 200) -> float:
     """The fleet's device state after `seconds` of live traffic at `rate` (from empty):
-    the growth the feature windows may show while they fill up."""
+    the growth the feature windows may show while they fill up (`bench.state_memory`
+    measures the same for a day of the fleet's traffic)."""
     rnd = random.Random(11)
     start = datetime(2026, 12, 1, tzinfo=UTC)
     per_jukebox = round(rate / JUKEBOXES * seconds)
@@ -219,17 +218,7 @@ def window_fill_mib(rate: float, seconds: float, sample: int = 200) -> float:
             at = start + timedelta(seconds=rnd.uniform(0, seconds))
             events.append(decode_event(live_value(kind, j * per_jukebox + i, f"jb-{j}", at),
                                        CONTRACT_OF[kind]))
-    events.sort(key=lambda event: event.event_time)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        states: dict = {}
-        for event in events:
-            states[event.jukebox_id], _ = update_device(states.get(event.jukebox_id), event)
-        gc.collect()
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    _, held = device_states(events)
     return held / sample * JUKEBOXES / 2**20
 
 
