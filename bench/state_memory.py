@@ -75,7 +75,7 @@ def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, 
     rnd = random.Random(minutes)
     events = [e for j in range(jukeboxes) for e in jukebox_events(f"jb-{j}", per_minute, minutes, rnd)]
     states, held = device_states(events)
-    seen = sum(ids.buffer_info()[1] * ids.itemsize for s in states.values() for ids in s.seen.hours.values())
+    seen = sum(len(ids) * ids.itemsize for s in states.values() for ids in s.seen.hours.values())
     pickled = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states.values())
     return held / jukeboxes, seen / jukeboxes, pickled / jukeboxes
 

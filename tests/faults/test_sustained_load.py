@@ -45,7 +45,7 @@ from confluent_kafka import Producer
 
 from bench.state_memory import device_states
 from schemas.decoding import decode_event
-from schemas.events import DeviceLocationEvent, PaymentEvent, PlayEvent
+from schemas.events import INPUT_CONTRACTS
 from tests.faults.conftest import report
 from tests.integration.flow_process import wait_until
 
@@ -201,7 +201,7 @@ def max_live_rate(backlog: Backlog, bootstrap: str, topics, drain_rate: float) -
     return best, steps
 
 
-CONTRACT_OF = {"play": PlayEvent, "payment": PaymentEvent, "location": DeviceLocationEvent}
+CONTRACT_OF = {contract.kind: contract for contract in INPUT_CONTRACTS}
 
 
 def window_fill_mib(rate: float, seconds: float, sample: int = 200) -> float:
