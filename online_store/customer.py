@@ -23,8 +23,8 @@ from online_store.dedup import SeenEvents
 from online_store.definitions import H1, IDLE_RESET_S, M10
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import max_pairwise_km
-from online_store.snapshot_form import time_form, time_from, window_form, window_from
-from online_store.windows import SlidingCounter, SlidingSum
+from online_store.snapshot_form import time_form, time_from, window_as, window_form, window_from
+from online_store.windows import SlidingSet, SlidingSum
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +61,9 @@ class CustomerState:
     seen: SeenEvents = field(default_factory=lambda: SeenEvents(horizon_s=H1))
     payments_10m: SlidingSum = field(default_factory=lambda: SlidingSum(M10))
     failed_10m: SlidingSum = field(default_factory=lambda: SlidingSum(M10))
-    devices_10m: SlidingCounter = field(default_factory=lambda: SlidingCounter(M10))
+    devices_10m: SlidingSet = field(default_factory=lambda: SlidingSet(M10))
     device_places: dict[str, tuple[float, float] | None] = field(default_factory=dict)
-    countries_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
+    countries_1h: SlidingSet = field(default_factory=lambda: SlidingSet(H1))
 
     def __reduce__(self):
         # Flat, primitives only (online_store/snapshot_form.py): paid about once per payment.
@@ -80,7 +80,7 @@ class CustomerState:
         for window in (self.payments_10m, self.failed_10m, self.devices_10m, self.countries_1h):
             window.advance(clock_s)
         self.seen.forget_before(clock_s)
-        for jukebox_id in [j for j in self.device_places if j not in self.devices_10m.totals]:
+        for jukebox_id in [j for j in self.device_places if j not in self.devices_10m]:
             del self.device_places[jukebox_id]
 
 
@@ -88,7 +88,8 @@ def _customer_state(customer_id: str, version: int, clock_us: int | None, seen: 
                     payments: tuple, failed: tuple, devices: tuple,
                     device_places: dict[str, tuple[float, float] | None], countries: tuple) -> CustomerState:
     return CustomerState(customer_id, version, time_from(clock_us), seen, window_from(payments),
-                         window_from(failed), window_from(devices), device_places, window_from(countries))
+                         window_from(failed), window_as(window_from(devices), SlidingSet), device_places,
+                         window_as(window_from(countries), SlidingSet))
 
 
 def update_customer(
@@ -120,7 +121,7 @@ def update_customer(
 
 
 def _place_device(state: CustomerState, located: VenueLocated) -> list[FeatureRow]:
-    if located.jukebox_id not in state.devices_10m.totals or state.clock is None:
+    if located.jukebox_id not in state.devices_10m or state.clock is None:
         return []
     place = None if located.venue_lat is None else (located.venue_lat, located.venue_lon)
     if state.device_places.get(located.jukebox_id) == place:

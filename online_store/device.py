@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from online_store.customer import CustomerPayment, VenueLocated
-from online_store.dedup import SeenEvents
+from online_store.dedup import SeenEvents, event_digest
 from online_store.definitions import H1, H24, IDLE_RESET_S, M5
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
-from online_store.snapshot_form import time_form, time_from, window_form, window_from
+from online_store.snapshot_form import time_form, time_from, window_as, window_form, window_from
 from online_store.venues import VenueAssignment, VenueRef
-from online_store.windows import SlidingCounter, SlidingSum
+from online_store.windows import SlidingCounter, SlidingIdCounter, SlidingSet, SlidingSum
 from schemas.countries import CURRENCIES
 from schemas.events import DeviceLocationEvent, PaymentEvent, PaymentStatus, PlayEvent
 
@@ -63,12 +63,12 @@ class DeviceState:
     credits_used_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
     unpaid_plays_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
     after_hours_plays_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
-    songs_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
+    songs_1h: SlidingIdCounter = field(default_factory=lambda: SlidingIdCounter(H1))  # by song digest
     payments_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
     failed_payments_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
     paid_minor_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
     paid_minor_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
-    payers_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
+    payers_24h: SlidingSet = field(default_factory=lambda: SlidingSet(H24))
     latest_fix: LocationFix | None = None
     previous_fix: LocationFix | None = None
 
@@ -83,7 +83,7 @@ class DeviceState:
     def clock_s(self) -> int | None:
         return None if self.clock is None else int(self.clock.timestamp())
 
-    def _windows(self) -> tuple[SlidingSum | SlidingCounter, ...]:
+    def _windows(self) -> tuple[SlidingSum | SlidingCounter | SlidingSet, ...]:
         return (
             self.plays_5m, self.plays_1h, self.plays_24h, self.credits_used_1h,
             self.unpaid_plays_1h, self.after_hours_plays_1h, self.songs_1h, self.payments_1h,
@@ -118,15 +118,17 @@ def _fix_from(form: tuple | None) -> LocationFix | None:
 def _device_state(jukebox_id: str, version: int, clock_us: int | None, venue: tuple | None,
                   seen: SeenEvents, windows: tuple, latest: tuple | None,
                   previous: tuple | None) -> DeviceState:
+    restored = {name: window_as(window_from(form), _WINDOW_KINDS[name])
+                for name, form in zip(_WINDOWS, windows, strict=True)}
     return DeviceState(jukebox_id, version, time_from(clock_us),
                        None if venue is None else VenueRef(*venue), seen,
-                       latest_fix=_fix_from(latest), previous_fix=_fix_from(previous),
-                       **{name: window_from(form) for name, form in zip(_WINDOWS, windows, strict=True)})
+                       latest_fix=_fix_from(latest), previous_fix=_fix_from(previous), **restored)
 
 
 _WINDOWS = (  # every window of a DeviceState, as saved in its snapshot
     "plays_5m", "plays_1h", "plays_24h", "credits_used_1h", "unpaid_plays_1h", "after_hours_plays_1h",
     "songs_1h", "payments_1h", "failed_payments_1h", "paid_minor_1h", "paid_minor_24h", "payers_24h")
+_WINDOW_KINDS = {name: type(getattr(DeviceState(""), name)) for name in _WINDOWS}
 
 
 def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceState, list]:
@@ -174,7 +176,7 @@ def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
     state.plays_5m.add(t)
     if state.plays_1h.add(t):
         state.credits_used_1h.add(t, play.credits_used)
-        state.songs_1h.add(t, play.song_id)
+        state.songs_1h.add(t, event_digest(play.song_id))
         if play.payment_id is None:
             state.unpaid_plays_1h.add(t)
         if state.venue is not None and not state.venue.is_open_at(t):
@@ -217,13 +219,13 @@ def _apply_venue(state: DeviceState, venue: VenueRef) -> list:
     moved = place != ((current.lat, current.lon) if current else None)
     located = [
         VenueLocated(customer, state.jukebox_id, *(place or (None, None)))
-        for customer in sorted(state.payers_24h.totals)
+        for customer in sorted(state.payers_24h)
     ] if moved else []
     # Re-classify the hour's plays under the new opening hours, so the value does not
     # depend on whether the registration arrived before or after the plays.
     venue, bucket_s = state.venue, state.after_hours_plays_1h.bucket_s
     state.after_hours_plays_1h.replace_buckets({} if venue is None else {
-        bucket: plays for bucket, plays in state.plays_1h.buckets.items()
+        bucket: plays for bucket, plays in state.plays_1h.bucket_items()
         if not venue.is_open_at(bucket * bucket_s)})
     if state.clock is None:
         return located

@@ -10,8 +10,10 @@ states reduce to flat tuples of those.
 >>> w = SlidingSum(3600); w.advance(7200); w.add(7100)
 True
 >>> back = window_from(window_form(w))
->>> (back.window_s, back.buckets, back.total, back.head) == (w.window_s, w.buckets, w.total, w.head)
-True
+>>> back == w, back.total
+(True, 1)
+>>> window_from((0, 3600, {119: 2}, 2, 120)).buckets  # a snapshot written before the rings
+{119: 2}
 >>> from datetime import datetime, UTC
 >>> moment = datetime(2026, 11, 23, 20, 0, 0, 123_456, tzinfo=UTC)
 >>> time_from(time_form(moment)) == moment, time_form(None), time_from(None)
@@ -22,7 +24,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from online_store.windows import SlidingCounter, SlidingSum
+from online_store.dedup import event_digest
+from online_store.definitions import BUCKETS_PER_WINDOW
+from online_store.windows import (
+    SlidingCounter,
+    SlidingIdCounter,
+    SlidingSet,
+    SlidingSum,
+    id_counter,
+    id_slots_form,
+    set_form,
+    set_window,
+    sum_form,
+    sum_window,
+)
+
+Window = SlidingSum | SlidingCounter | SlidingSet
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -37,12 +54,49 @@ def time_from(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
-def window_form(window: SlidingSum | SlidingCounter) -> tuple:
+def window_form(window: Window) -> tuple:
     if type(window) is SlidingSum:
-        return (0, window.window_s, window.buckets, window.total, window.head)
-    return (1, window.window_s, window.buckets, window.totals, window.head)
+        return (2, *sum_form(window))
+    if type(window) is SlidingIdCounter:
+        return (4, window.window_s, id_slots_form(window.slots), window.head)
+    if type(window) is SlidingSet:
+        return (5, *set_form(window))
+    return (3, window.window_s, window.slots, window.head)
 
 
-def window_from(form: tuple) -> SlidingSum | SlidingCounter:
-    kind, window_s, buckets, total, head = form
-    return (SlidingSum if kind == 0 else SlidingCounter)(window_s, buckets, total, head)
+def window_from(form: tuple) -> Window:
+    kind, window_s, *held = form
+    if kind == 2:
+        return sum_window(window_s, *held)
+    if kind == 3:
+        return SlidingCounter(window_s, *held)
+    if kind == 4:
+        return id_counter(window_s, *held)
+    if kind == 5:
+        return set_window(window_s, *held)
+    # Kinds 0 and 1: snapshots written before the rings, {bucket: sum or counts} and the totals.
+    buckets, _totals, head = held
+    if kind == 0:
+        window = SlidingSum(window_s, None, head)
+        window.replace_buckets(buckets)
+        return window
+    slots: list = [None] * BUCKETS_PER_WINDOW
+    for bucket, counts in buckets.items():
+        slots[bucket % BUCKETS_PER_WINDOW] = [part for pair in counts.items() for part in pair]
+    return SlidingCounter(window_s, slots if buckets else None, head)
+
+
+def window_as(window: Window, kind: type) -> Window:
+    """`window` as the `kind` of window its state keeps now: a snapshot written before
+    songs were counted by digest and payers, devices and countries kept as sets holds
+    them as SlidingCounters of strings."""
+    if type(window) is kind or type(window) is not SlidingCounter:
+        return window
+    converted = kind(window.window_s, None, window.head)
+    for bucket, counts in window.buckets.items():
+        for key, amount in counts.items():
+            if kind is SlidingSet:
+                converted.add(bucket * window.bucket_s, key)
+            else:
+                converted.add(bucket * window.bucket_s, event_digest(key), amount)
+    return converted
