@@ -16,15 +16,15 @@ embedded broker that phase runs on a broker of its own, started for it: Tansu's 
 storage costs more CPU per request the more batches it holds, and the ramp leaves
 millions of events in it (a real Kafka, `JUKEBOX_KAFKA_BOOTSTRAP`, is reused). Every 10 s
 the test samples the consumer lag (metrics page), the engine's RSS, the CPU time of the
-engine and the broker, and the end-to-end latency of
-recently written jukeboxes (`_written_ms - _as_of_ms` of their Redis hash: when the
-engine wrote minus the event time of the latest event). The figures are printed.
+engine and the broker, and the end-to-end latency of recently written jukeboxes
+(`_written_ms - _as_of_ms` of their Redis hash: when the engine wrote minus the event
+time of the latest event). The figures are printed.
 
 Memory. A jukebox's windows are bucketed (60 buckets a window, online_store/windows.py),
 so its state grows with every bucket live traffic opens until the window is full: for an
 hour (1 h windows) and a day (24 h windows), not the test's 10 minutes. Measured
 (2026-12-03, tracemalloc over the device state alone, 10 events a minute per jukebox):
-13 KiB per jukebox after 6 minutes, 78 KiB after an hour. So RSS cannot be flat here
+13 KiB per jukebox after 6 minutes, 59 KiB after an hour. So RSS cannot be flat here
 while the windows fill, and a leak would hide in that growth. The test therefore
 predicts the fill: it applies the same live traffic, at the same rate per jukebox, for
 the same time, to a sample of jukeboxes with the engine's own update logic, measures
