@@ -37,19 +37,16 @@ _N = BUCKETS_PER_WINDOW
 _ZEROS = array("q", bytes(8 * _N))
 
 
-class SlidingSum:
-    """Running sum of non-negative integers (exact, 64-bit) over a bucketed sliding window.
+class _Window:
+    """What every window shares: its width, its buckets' width, and its head (the bucket
+    of the clock). Subclasses say what leaving buckets take with them (`_expire`) and what
+    they hold (`_held`, for equality)."""
 
-    The window is its constructor's config; `slots` and `head` restore a snapshot.
-    """
+    __slots__ = ("bucket_s", "head", "window_s")
 
-    __slots__ = ("bucket_s", "head", "slots", "total", "window_s")
-
-    def __init__(self, window_s: int, slots: array | None = None, head: int | None = None) -> None:
+    def __init__(self, window_s: int, head: int | None) -> None:
         self.window_s = window_s
         self.bucket_s = window_s // _N
-        self.slots = slots  # array('q') of n sums, None until the first add
-        self.total = 0 if slots is None else sum(slots)
         self.head = head
 
     def advance(self, clock_s: int) -> None:
@@ -59,8 +56,48 @@ class SlidingSum:
         if passed is not None and head <= passed:
             return
         self.head = head
+        if passed is not None:
+            self._expire(passed, head)
+
+    def _expire(self, passed: int, head: int) -> None:
+        """Drop the buckets that left as the head moved from `passed` to `head`."""
+        raise NotImplementedError
+
+    def _bucket(self, t_s: int) -> int | None:
+        """The bucket of event time `t_s`, None when it is outside the window."""
+        bucket = t_s // self.bucket_s
+        head = self.head
+        if head is None or bucket <= head - _N or bucket > head:
+            return None
+        return bucket
+
+    def _held(self) -> object:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is type(self) and self.window_s == other.window_s  # type: ignore[attr-defined]
+                and self.head == other.head and self._held() == other._held())  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.window_s}, head={self.head}, held={self._held()})"
+
+
+class SlidingSum(_Window):
+    """Running sum of non-negative integers (exact, 64-bit) over a bucketed sliding window.
+
+    The window is its constructor's config; `slots` and `head` restore a snapshot.
+    """
+
+    __slots__ = ("slots", "total")
+
+    def __init__(self, window_s: int, slots: array | None = None, head: int | None = None) -> None:
+        super().__init__(window_s, head)
+        self.slots = slots  # array('q') of n sums, None until the first add
+        self.total = 0 if slots is None else sum(slots)
+
+    def _expire(self, passed: int, head: int) -> None:
         slots = self.slots
-        if slots is None or passed is None:
+        if slots is None:
             return
         if not self.total or head - passed >= _N:  # amounts are >= 0: a zero total is all empty
             self.slots, self.total = None, 0
@@ -75,9 +112,8 @@ class SlidingSum:
 
     def add(self, t_s: int, amount: int = 1) -> bool:
         """Count `amount` at event time `t_s`; False when it is outside the window."""
-        bucket = t_s // self.bucket_s
-        head = self.head
-        if head is None or bucket <= head - _N or bucket > head:
+        bucket = self._bucket(t_s)
+        if bucket is None:
             return False
         if amount < 0:
             raise ValueError(f"a window sums non-negative amounts, not {amount}")
@@ -108,12 +144,8 @@ class SlidingSum:
             if not self.add(bucket * self.bucket_s, amount):
                 raise ValueError(f"bucket {bucket} is outside the window ending at {self.head}")
 
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is SlidingSum and self.window_s == other.window_s
-                and self.head == other.head and self.buckets == other.buckets)
-
-    def __repr__(self) -> str:
-        return f"SlidingSum({self.window_s}, head={self.head}, total={self.total}, buckets={self.buckets})"
+    def _held(self) -> dict[int, int]:
+        return self.buckets
 
     def __reduce__(self):
         return (sum_window, sum_form(self))
@@ -153,33 +185,26 @@ def sum_window(window_s: int, head: int | None, lead: int, body: bytes) -> Slidi
     return SlidingSum(window_s, slots, head)
 
 
-class SlidingCounter:
+class SlidingCounter(_Window):
     """Multiset of keys (songs, devices, countries) over a bucketed sliding window.
 
     A slot holds its bucket's keys and amounts as one flat list, `[key, amount, ...]`: a
     bucket has a few keys, and a list of them is a third of the memory of a dict.
     """
 
-    __slots__ = ("bucket_s", "head", "slots", "totals", "window_s")
+    __slots__ = ("slots", "totals")
 
     def __init__(self, window_s: int, slots: list | None = None, head: int | None = None) -> None:
-        self.window_s = window_s
-        self.bucket_s = window_s // _N
+        super().__init__(window_s, head)
         self.slots = slots  # n flat lists (or None), None until the first add
         self.totals: dict = {}
-        self.head = head
         for pairs in slots or ():
             for at in range(0, len(pairs or ()), 2):
                 self.totals[pairs[at]] = self.totals.get(pairs[at], 0) + pairs[at + 1]
 
-    def advance(self, clock_s: int) -> None:
-        head = clock_s // self.bucket_s
-        passed = self.head
-        if passed is not None and head <= passed:
-            return
-        self.head = head
+    def _expire(self, passed: int, head: int) -> None:
         slots = self.slots
-        if slots is None or passed is None:
+        if slots is None:
             return
         if head - passed >= _N:
             self.slots, self.totals = None, {}
@@ -200,9 +225,8 @@ class SlidingCounter:
             self.slots = None
 
     def add(self, t_s: int, key: object, amount: int = 1) -> bool:
-        bucket = t_s // self.bucket_s
-        head = self.head
-        if head is None or bucket <= head - _N or bucket > head:
+        bucket = self._bucket(t_s)
+        if bucket is None:
             return False
         slots = self.slots
         if slots is None:
@@ -248,12 +272,8 @@ class SlidingCounter:
                     counts[pairs[at]] = counts.get(pairs[at], 0) + pairs[at + 1]
         return held
 
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and self.window_s == other.window_s
-                and self.head == other.head and self.buckets == other.buckets)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.window_s}, head={self.head}, totals={self.totals})"
+    def _held(self) -> dict[int, dict]:
+        return self.buckets
 
     def __reduce__(self):
         # Totals are rebuilt from the slots on load: a snapshot holds each amount once.
@@ -301,7 +321,7 @@ def id_counter(window_s: int, raw: list | None, head: int | None) -> SlidingIdCo
     return SlidingIdCounter(window_s, slots, head)
 
 
-class SlidingSet:
+class SlidingSet(_Window):
     """Which keys (customers, jukeboxes, countries) occurred in a bucketed sliding window.
 
     Each key keeps only the slot of its latest bucket: a window that is read for its
@@ -321,21 +341,14 @@ class SlidingSet:
     True
     """
 
-    __slots__ = ("bucket_s", "head", "latest", "window_s")
+    __slots__ = ("latest",)
 
     def __init__(self, window_s: int, latest: dict[str, int] | None = None, head: int | None = None) -> None:
-        self.window_s = window_s
-        self.bucket_s = window_s // _N
+        super().__init__(window_s, head)
         self.latest = {} if latest is None else latest  # key -> slot of its latest bucket
-        self.head = head
 
-    def advance(self, clock_s: int) -> None:
-        head = clock_s // self.bucket_s
-        passed = self.head
-        if passed is not None and head <= passed:
-            return
-        self.head = head
-        if not self.latest or passed is None:
+    def _expire(self, passed: int, head: int) -> None:
+        if not self.latest:
             return
         if head - passed >= _N:
             self.latest = {}
@@ -345,13 +358,12 @@ class SlidingSet:
             del self.latest[key]
 
     def add(self, t_s: int, key: str) -> bool:
-        bucket = t_s // self.bucket_s
-        head = self.head
-        if head is None or bucket <= head - _N or bucket > head:
+        bucket = self._bucket(t_s)
+        if bucket is None:
             return False
         slot = self.latest.get(key)
         # A slot stands for the one bucket of the window that fills it: head - (head - slot) % n.
-        if slot is None or (head - slot) % _N > head - bucket:
+        if slot is None or (self.head - slot) % _N > self.head - bucket:  # type: ignore[operator]
             self.latest[key] = bucket % _N
         return True
 
@@ -368,12 +380,8 @@ class SlidingSet:
     def distinct(self) -> int:
         return len(self.latest)
 
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is SlidingSet and self.window_s == other.window_s
-                and self.head == other.head and self.latest == other.latest)
-
-    def __repr__(self) -> str:
-        return f"SlidingSet({self.window_s}, head={self.head}, keys={sorted(self.latest)})"
+    def _held(self) -> dict[str, int]:
+        return self.latest
 
     def __reduce__(self):
         return (set_window, set_form(self))
