@@ -29,7 +29,6 @@ import random
 import statistics
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,12 +36,12 @@ from pathlib import Path
 import redis
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from dataflows.local_stack import LocalStack, create_topics, free_port
 from dataflows.records import RawRecord
+from dataflows.status import metric_sum
 from schemas.events import PaymentEvent, PlayEvent
 from schemas.topics import Topics, TopicSpec
 from tests.integration.flow_process import FlowProcess, produce_records
@@ -106,12 +105,7 @@ def passthrough_rate(bootstrap: str, topics: Topics, total: int) -> float:
 
 
 def events_in(metrics_url: str) -> float:
-    try:
-        text = urllib.request.urlopen(metrics_url, timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    return sum(s.value for fam in text_string_to_metric_families(text)
-               if fam.name == "jukebox_events_in" for s in fam.samples if s.name.endswith("_total"))
+    return metric_sum(metrics_url, "jukebox_events_in_total")
 
 
 def cpu_seconds(pid: int) -> float:

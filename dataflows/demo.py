@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import orjson
 import redis
 import typer
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,6 +28,7 @@ from rich.table import Table
 from dataflows.features_cli import features_table
 from dataflows.local_stack import LocalStack, create_topics, free_port
 from dataflows.simulate import publish_records
+from dataflows.status import metric_sum
 from dataflows.topic_reader import read_topic
 from models.registry import FraudModelRegistry, local_tracking_uri
 from online_store.redis_store import RedisFeatureStore
@@ -37,16 +36,6 @@ from schemas.topics import Topics
 from simulator.simulation import Simulation
 
 console = Console()
-
-
-def _events_in(metrics_url: str) -> float:
-    try:
-        text = urllib.request.urlopen(metrics_url, timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               if family.name == "jukebox_events_in" for sample in family.samples
-               if sample.name.endswith("_total"))
 
 
 def _ensure_champion(tracking_uri: str) -> str:
@@ -107,7 +96,7 @@ def demo(
             try:
                 run = progress.add_task("dataflow: events processed", total=inputs)
                 url = f"http://127.0.0.1:{port}/metrics"
-                while (done := _events_in(url)) < inputs:
+                while (done := metric_sum(url, "jukebox_events_in_total")) < inputs:
                     if flow.poll() is not None:
                         raise typer.Exit(_failed(Path(workdir) / "flow.log"))
                     progress.update(run, completed=done)

@@ -80,6 +80,15 @@ def scraped(
         raise ScrapeFailed(f"{url} did not return Prometheus text format: {exc}") from None
 
 
+def metric_sum(url: str, sample: str, **where: str) -> float:
+    """The sum of a metric's samples (those with every label in `where`) on a metrics page;
+    0 while the page is not served (a flow still starting, or gone)."""
+    try:
+        return scraped(url, timeout_s=2.0).sum(sample, **where)
+    except ScrapeFailed:
+        return 0.0
+
+
 def per_second(
     current: Mapping[K, float], previous: Mapping[K, float] | None, elapsed_s: float
 ) -> dict[K, float | None]:

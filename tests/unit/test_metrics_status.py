@@ -16,6 +16,7 @@ from dataflows.cli import app
 from dataflows.metrics import EngineMetrics, MetricsEndpoint, start_metrics_server
 from dataflows.status import (
     ScrapeFailed,
+    metric_sum,
     StatusView,
     histogram_buckets,
     histogram_quantile,
@@ -92,6 +93,13 @@ def test_status_command_shows_a_running_engine(endpoint):
     assert "39,000 rows applied, 12 stale" in out
     assert "device 52,000" in out
     assert "totals only" in out
+
+
+def test_metric_sum_adds_matching_samples_and_is_zero_without_a_page(endpoint):
+    assert metric_sum(_url(endpoint), "jukebox_events_in_total") == 15_000
+    assert metric_sum(_url(endpoint), "jukebox_events_in_total", topic=PAYMENTS) == 3_000
+    assert metric_sum(_url(endpoint), "jukebox_redis_write_rows_total", result="stale") == 12
+    assert metric_sum(f"http://127.0.0.1:{_free_port()}/metrics", "jukebox_events_in_total") == 0
 
 
 def test_status_command_fails_clearly_without_an_engine():
