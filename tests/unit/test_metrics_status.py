@@ -16,10 +16,10 @@ from dataflows.cli import app
 from dataflows.metrics import EngineMetrics, MetricsEndpoint, start_metrics_server
 from dataflows.status import (
     ScrapeFailed,
-    metric_sum,
     StatusView,
     histogram_buckets,
     histogram_quantile,
+    metric_sum,
     parsed_scrape,
     per_second,
     scraped,
