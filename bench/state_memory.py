@@ -10,6 +10,8 @@ jukeboxes with the engine's own update logic, and measures what their states hol
 (tracemalloc) after 10 minutes, 1 hour, 6 hours and a day of event time. Printed: KiB per
 jukebox, the part that is seen-event ids, what the whole fleet would hold, and the size
 of the jukebox's snapshot (Bytewax writes one for every jukebox touched in an epoch).
+Then, for the day, what each part of the state holds (each window, the seen ids): where
+memory work would pay.
 
     python -m bench.state_memory [--per-minute 1.2] [--jukeboxes 40]
 """
@@ -20,13 +22,14 @@ import argparse
 import gc
 import pickle
 import random
+import sys
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 from rich.table import Table
 
-from online_store.device import DeviceState, update_device
+from online_store.device import _WINDOWS, DeviceState, update_device
 from schemas.events import DeviceLocationEvent, PaymentEvent, PlayEvent
 
 START = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
@@ -69,15 +72,46 @@ def device_states(events: list) -> tuple[dict[str, DeviceState], int]:
     return states, held
 
 
-def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, float, float]:
-    """Bytes a jukebox's state holds, of which seen-event ids, and its snapshot (pickled)
-    after `minutes` of traffic."""
+def held_state(per_minute: float, minutes: int, jukeboxes: int) -> tuple[float, float, float, dict[str, float]]:
+    """Bytes a jukebox's state holds, of which seen-event ids, its snapshot (pickled) after
+    `minutes` of traffic, and the bytes of each part (`part_bytes`)."""
     rnd = random.Random(minutes)
     events = [e for j in range(jukeboxes) for e in jukebox_events(f"jb-{j}", per_minute, minutes, rnd)]
     states, held = device_states(events)
     seen = sum(len(ids) * ids.itemsize for s in states.values() for ids in s.seen.hours.values())
     pickled = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in states.values())
-    return held / jukeboxes, seen / jukeboxes, pickled / jukeboxes
+    return held / jukeboxes, seen / jukeboxes, pickled / jukeboxes, part_bytes(list(states.values()))
+
+
+def deep_bytes(root: object, counted: set[int]) -> int:
+    """`sys.getsizeof` of `root` and of everything it reaches that is not in `counted`
+    (ids, added as they are counted): an object shared by two parts counts once."""
+    total, stack = 0, [root]
+    while stack:
+        item = stack.pop()
+        if id(item) in counted:
+            continue
+        counted.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        else:
+            names = [name for cls in type(item).__mro__ for name in getattr(cls, "__slots__", ())]
+            stack.extend(getattr(item, name) for name in names if hasattr(item, name))
+    return total
+
+
+def part_bytes(states: list[DeviceState]) -> dict[str, float]:
+    """Mean bytes per jukebox that each window and the seen ids hold (`deep_bytes`)."""
+    parts = dict.fromkeys((*_WINDOWS, "seen"), 0.0)
+    for state in states:
+        counted: set[int] = set()
+        for name in parts:
+            parts[name] += deep_bytes(getattr(state, name), counted)
+    return {name: held / len(states) for name, held in parts.items()}
 
 
 def main() -> None:
@@ -90,10 +124,18 @@ def main() -> None:
                    "snapshot KiB per jukebox"):
         table.add_column(column, justify="right")
     for label, minutes in (("10 min", 10), ("1 h", 60), ("6 h", 360), ("24 h", 1440)):
-        per_jukebox, seen, pickled = held_state(args.per_minute, minutes, args.jukeboxes)
+        per_jukebox, seen, pickled, parts = held_state(args.per_minute, minutes, args.jukeboxes)
         table.add_row(label, f"{per_jukebox / 1024:,.1f}", f"{seen / 1024:,.1f}",
                       f"{per_jukebox * FLEET / 2**30:,.1f} GiB", f"{pickled / 1024:,.1f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    by_part = Table(title=f"after {label}: what each part holds (getsizeof of all it reaches, shared"
+                          " objects such as small ints in each jukebox: more than the total above)")
+    by_part.add_column("part")
+    by_part.add_column("KiB per jukebox", justify="right")
+    for name, held in sorted(parts.items(), key=lambda part: -part[1]):
+        by_part.add_row(name, f"{held / 1024:,.1f}")
+    console.print(by_part)
 
 
 if __name__ == "__main__":
