@@ -28,14 +28,10 @@ from online_store.dedup import event_digest
 from online_store.definitions import BUCKETS_PER_WINDOW
 from online_store.windows import (
     SlidingCounter,
-    SlidingIdCounter,
     SlidingSet,
     SlidingSum,
     id_counter,
-    id_slots_form,
-    set_form,
     set_window,
-    sum_form,
     sum_window,
 )
 
@@ -54,26 +50,21 @@ def time_from(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
+# A window's form is its own `__reduce__` arguments, tagged with the kind of its rebuild.
+# Kinds 0 and 1 were the dict windows' forms, before the rings.
+_KIND_OF_REBUILD = {sum_window: 2, SlidingCounter: 3, id_counter: 4, set_window: 5}
+_REBUILD_OF_KIND = {kind: rebuild for rebuild, kind in _KIND_OF_REBUILD.items()}
+
+
 def window_form(window: Window) -> tuple:
-    if type(window) is SlidingSum:
-        return (2, *sum_form(window))
-    if type(window) is SlidingIdCounter:
-        return (4, window.window_s, id_slots_form(window.slots), window.head)
-    if type(window) is SlidingSet:
-        return (5, *set_form(window))
-    return (3, window.window_s, window.slots, window.head)
+    rebuild, held = window.__reduce__()
+    return (_KIND_OF_REBUILD[rebuild], *held)
 
 
 def window_from(form: tuple) -> Window:
     kind, window_s, *held = form
-    if kind == 2:
-        return sum_window(window_s, *held)
-    if kind == 3:
-        return SlidingCounter(window_s, *held)
-    if kind == 4:
-        return id_counter(window_s, *held)
-    if kind == 5:
-        return set_window(window_s, *held)
+    if kind in _REBUILD_OF_KIND:
+        return _REBUILD_OF_KIND[kind](window_s, *held)
     # Kinds 0 and 1: snapshots written before the rings, {bucket: sum or counts} and the totals.
     buckets, _totals, head = held
     if kind == 0:

@@ -302,11 +302,9 @@ class SlidingIdCounter(SlidingCounter):
         return array("Q", (key, amount))
 
     def __reduce__(self):
-        return (id_counter, (self.window_s, id_slots_form(self.slots), self.head))
-
-
-def id_slots_form(slots: list | None) -> list | None:
-    return None if slots is None else [None if pairs is None else pairs.tobytes() for pairs in slots]
+        slots = self.slots
+        raw = None if slots is None else [None if pairs is None else pairs.tobytes() for pairs in slots]
+        return (id_counter, (self.window_s, raw, self.head))
 
 
 def id_counter(window_s: int, raw: list | None, head: int | None) -> SlidingIdCounter:
@@ -384,13 +382,9 @@ class SlidingSet(_Window):
         return self.latest
 
     def __reduce__(self):
-        return (set_window, set_form(self))
-
-
-def set_form(window: SlidingSet) -> tuple:
-    return (window.window_s, "\n".join(window.latest), bytes(window.latest.values()), window.head)
+        return (set_window, (self.window_s, "\n".join(self.latest), bytes(self.latest.values()), self.head))
 
 
 def set_window(window_s: int, keys: str, slots: bytes, head: int | None) -> SlidingSet:
-    """A SlidingSet from its snapshot (`set_form`)."""
+    """A SlidingSet from its snapshot: the keys joined by newlines, a byte (slot) per key."""
     return SlidingSet(window_s, dict(zip(keys.split("\n"), slots, strict=True)) if slots else {}, head)
