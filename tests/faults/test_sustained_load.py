@@ -316,19 +316,21 @@ def sustain(engine, backlog: Backlog, bootstrap: str, topics, key_prefix: str, c
             rate: float, pids: dict[str, int | None]) -> list[Sample]:
     """Offer `rate` for SUSTAIN_S; a sample every SAMPLE_EVERY_S."""
     producer = PacedProducer(bootstrap, topics, rate, SUSTAIN_S)
+    t0 = time.monotonic()
+
+    def sample(latencies_ms: list[int]) -> Sample:
+        return Sample(time.monotonic() - t0, backlog.lag(producer), engine.rss_mib(), latencies_ms,
+                      {who: cpu_seconds(pid) for who, pid in pids.items() if pid is not None},
+                      producer.sent, producer.failed)
+
     producer.start()
     samples: list[Sample] = []
-    t0 = time.monotonic()
     while producer.is_alive():
         time.sleep(SAMPLE_EVERY_S)
         engine.assert_running()
-        samples.append(Sample(time.monotonic() - t0, backlog.lag(producer), engine.rss_mib(),
-                              _latencies_ms(client, key_prefix),
-                              {who: cpu_seconds(pid) for who, pid in pids.items() if pid is not None},
-                              producer.sent, producer.failed))
+        samples.append(sample(_latencies_ms(client, key_prefix)))
     producer.join()
-    samples.append(Sample(time.monotonic() - t0, backlog.lag(producer), engine.rss_mib(), [],
-                          samples[-1].cpu_s if samples else {}, producer.sent, producer.failed))
+    samples.append(sample([]))  # after the producer's flush: its final counts of sent and failed
     return samples
 
 
