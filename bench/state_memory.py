@@ -10,8 +10,8 @@ jukeboxes with the engine's own update logic, and measures what their states hol
 (tracemalloc) after 10 minutes, 1 hour, 6 hours and a day of event time. Printed: KiB per
 jukebox, the part that is seen-event ids, what the whole fleet would hold, and the size
 of the jukebox's snapshot (Bytewax writes one for every jukebox touched in an epoch).
-Then, for the day, what each part of the state holds (each window, the seen ids): where
-memory work would pay.
+Then, for the day, what each part of the state holds (each window, the seen ids, the
+venue, ...): where memory work would pay.
 
     python -m bench.state_memory [--per-minute 1.2] [--jukeboxes 40]
 """
@@ -19,6 +19,7 @@ memory work would pay.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import pickle
 import random
@@ -29,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
-from online_store.device import _WINDOWS, DeviceState, update_device
+from online_store.device import DeviceState, update_device
 from schemas.events import DeviceLocationEvent, PaymentEvent, PlayEvent
 
 START = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
@@ -105,8 +106,9 @@ def deep_bytes(root: object, counted: set[int]) -> int:
 
 
 def part_bytes(states: list[DeviceState]) -> dict[str, float]:
-    """Mean bytes per jukebox that each window and the seen ids hold (`deep_bytes`)."""
-    parts = dict.fromkeys((*_WINDOWS, "seen"), 0.0)
+    """Mean bytes per jukebox that each field of the state (windows, seen ids, venue, ...)
+    holds (`deep_bytes`)."""
+    parts = dict.fromkeys((field.name for field in dataclasses.fields(DeviceState)), 0.0)
     for state in states:
         counted: set[int] = set()
         for name in parts:
