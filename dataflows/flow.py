@@ -276,8 +276,10 @@ def build_flow(
     source: Source,
     outputs: FlowOutputs,
     config: FlowConfig = FlowConfig(),
-    observers: FlowObservers = FlowObservers(),
+    observers: FlowObservers | None = None,
 ) -> Dataflow:
+    if observers is None:
+        observers = FlowObservers()
     flow = Dataflow(name)
     contracts = contracts_by_topic(config.topics)
     on_routed = observers.on_routed

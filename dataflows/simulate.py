@@ -35,6 +35,7 @@ from simulator.records import SimRecord
 from simulator.simulation import Simulation
 
 console = Console(stderr=True)
+_SCENARIO_HELP = f"Only these fraud scenarios (repeatable): {', '.join(SCENARIOS)}"
 
 SIMULATOR_PRODUCER_DEFAULTS = {
     "enable.idempotence": "true",  # broker-side dedup of retries; ordered per partition
@@ -229,7 +230,7 @@ def simulate(
     events: int = typer.Option(None, min=1, help="Stop after this many event records"),
     start: str = typer.Option(None, help="Simulated start, ISO 8601 UTC (default: now, to the minute)"),
     fraud_rate: float = typer.Option(0.02, min=0.0, max=1.0, help="Share of jukeboxes per day in a fraud episode"),
-    scenario: list[str] = typer.Option(None, help=f"Only these fraud scenarios (repeatable): {', '.join(SCENARIOS)}"),
+    scenario: list[str] = typer.Option(None, help=_SCENARIO_HELP),
     duplicate_rate: float = typer.Option(0.002, min=0.0, max=1.0, help="Share of records sent twice"),
     out_of_order_rate: float = typer.Option(0.01, min=0.0, max=1.0, help="Share of records delayed 2-90 s"),
     late_rate: float = typer.Option(0.01, min=0.0, max=1.0, help="Share of jukeboxes per day offline for hours"),

@@ -38,7 +38,9 @@ class FlowRun:
         return {name: reading.value for name, reading in found.readings.items()}
 
 
-def run_flow(items: list, config: FlowConfig = FlowConfig(), batch_size: int = 50) -> FlowRun:
+def run_flow(items: list, config: FlowConfig | None = None, batch_size: int = 50) -> FlowRun:
+    if config is None:
+        config = FlowConfig()
     run = FlowRun()
     outputs = FlowOutputs(features=FeatureStoreSink(lambda: run.store),
                           kafka=TestingSink(run.messages))
