@@ -48,7 +48,7 @@ console = Console(stderr=True)
 def load_settings() -> JukeboxSettings:
     try:
         return JukeboxSettings()
-    except Exception as exc:  # pydantic's message names the variable and the problem
+    except ValueError as exc:  # pydantic's message names the variable and the problem
         console.print(f"[red]invalid JUKEBOX_* configuration:[/red] {exc}")
         raise typer.Exit(2) from None
 

@@ -217,7 +217,7 @@ def train_fraud(
                 min_gain=min_gain,
                 metrics=replay.as_flat(),
             )
-        except Exception as exc:  # MLflow raises many types; say which and stop, non-zero
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many types; say which and stop, non-zero
             progress.stop()
             err.print(f"[red]registering failed:[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(1) from None

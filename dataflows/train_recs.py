@@ -128,7 +128,7 @@ def train_recs(
                 trained, catalog, rules, min_gain=min_gain,
                 params={"sim_jukeboxes": jukeboxes, "sim_days": days, "sim_seed": seed,
                         "sim_shift_share": shift_share, "sim_crowd_shifts": len(shifts)})
-        except Exception as exc:  # MLflow raises many types; say which and stop, non-zero
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many types; say which and stop, non-zero
             progress.stop()
             err.print(f"[red]registering failed:[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(1) from None

@@ -238,7 +238,7 @@ class ChampionWatcher:
             if version is not None:
                 self.refused_versions.add(version)
             self.last_error = str(exc)
-        except Exception as exc:  # keep serving the current model; retried next check
+        except Exception as exc:  # noqa: BLE001 - any registry/load failure: keep serving, retry next check
             self.last_error = f"{type(exc).__name__}: {exc}"
         return self.scorer
 

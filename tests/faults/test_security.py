@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from urllib.parse import quote
 
@@ -139,7 +140,7 @@ def test_wrong_redis_password_fails_fast_even_without_traffic(
                                     "JUKEBOX_REDIS_PASSWORD": WRONG_SECRET})
         try:
             code = engine.wait_exit(FAIL_FAST_S)
-        except Exception:
+        except subprocess.TimeoutExpired:
             pytest.fail(f"still running {FAIL_FAST_S}s after start with a wrong password")
         log = " ".join(engine.log().split())
         assert code == 2 and "refused the credentials" in log, log[-3000:]
