@@ -113,8 +113,7 @@ def _encoded_int(feature: Feature, value: object) -> str:
     if type(value) is int:  # the common case, without the slow ABC checks below
         return str(value)
     if isinstance(value, bool) or not isinstance(value, Integral):
-        # ValueError, not TypeError: every bad row raises the same error type.
-        raise ValueError(f"{feature.name} is an int feature, got {value!r}")
+        raise TypeError(f"{feature.name} is an int feature, got {value!r}")
     return str(int(value))
 
 
@@ -122,7 +121,7 @@ def _encoded_float(feature: Feature, value: object) -> str:
     if type(value) is float:
         number = value
     elif isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{feature.name} is a float feature, got {value!r}")
+        raise TypeError(f"{feature.name} is a float feature, got {value!r}")
     else:
         number = float(value)
     if not math.isfinite(number):
@@ -137,7 +136,7 @@ def _encoded_currency_map(feature: Feature, value: object) -> str:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{feature.name} is not valid JSON: {exc}") from None
     if not isinstance(value, Mapping):
-        raise ValueError(
+        raise TypeError(
             f"{feature.name} must be a JSON object of currency -> amount, got {value!r}")
     for currency, amount in value.items():
         if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
@@ -161,7 +160,8 @@ _DECLARED = {
 
 
 def encoded_value(feature: Feature, value: object) -> str:
-    """The hash field text of a value (never None: None means the field is absent)."""
+    """The hash field text of a value (never None: None means the field is absent).
+    Raises TypeError for a value of the wrong type, ValueError for a bad value."""
     return _ENCODERS[feature.value_type](feature, value)
 
 
@@ -216,7 +216,7 @@ def encoded_row(row: FeatureRow) -> EncodedRow:
         feature, encode = declared[name]
         try:
             sets.append((name, encode(feature, value)))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # every bad row raises the same error type
             raise ValueError(f"{key}: {exc}") from None
     return EncodedRow(row.entity, row.entity_id, version, utc_ms(row.as_of),
                       tuple(sets), tuple(deletes))

@@ -20,8 +20,15 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from schemas.countries import COUNTRIES, CURRENCIES
 from schemas.types import SCHEMA_VERSION, EntityId, Latitude, Longitude, UtcDatetime
@@ -101,8 +108,9 @@ class PaymentEvent(InputEvent):
     @classmethod
     def _amount_is_text(cls, value: object) -> object:
         # Floats lose minor units (0.1 + 0.2); integers are fine, text is the contract.
-        if isinstance(value, bool) or isinstance(value, float):
-            raise ValueError("amount must be a decimal string such as \"12.50\"")
+        if isinstance(value, (bool, float)):
+            # ValueError: pydantic reports it as a ValidationError; a TypeError would escape.
+            raise ValueError("amount must be a decimal string such as \"12.50\"")  # noqa: TRY004
         if isinstance(value, str) and len(value) > MAX_AMOUNT_TEXT:
             raise ValueError("amount text too long")
         return value
