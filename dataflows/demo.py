@@ -122,7 +122,7 @@ def _recommendations_table(values: list[bytes]) -> Table:
     table.add_column("song")
     table.add_column("score", justify="right")
     if latest:
-        jukebox, update = sorted(latest.items())[0]
+        jukebox, update = min(latest.items())
         for rank, song in enumerate(update["songs"][:5], 1):
             table.add_row(jukebox if rank == 1 else "", str(rank), song["song_id"], f"{song['score']:.3f}")
     return table

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -114,7 +115,7 @@ class LocalStack:
         """The started servers' process ids by role ("broker", "redis"), for resource readings."""
         return dict(zip(("broker", "redis"), (process.pid for process in self._processes), strict=False))
 
-    def start(self) -> LocalStack:
+    def start(self) -> Self:
         if self.workdir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="jukebox-stack-")
             self.workdir = Path(self._tempdir.name)
@@ -164,7 +165,7 @@ class LocalStack:
             self._tempdir.cleanup()
             self._tempdir = None
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

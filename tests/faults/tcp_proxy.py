@@ -41,6 +41,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 _CHUNK = 256 * 1024
 _POLL_S = 0.05
@@ -218,7 +219,7 @@ class TcpProxy:
             self._listener.close()
             self._listener = None
 
-    def start(self) -> TcpProxy:
+    def start(self) -> Self:
         self._listen()
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"proxy-{self.port}",
                                           daemon=True)
@@ -234,7 +235,7 @@ class TcpProxy:
             self._unlisten()
         self._close_links(abort=True)
 
-    def __enter__(self) -> TcpProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import math
 import threading
 import time
+from typing import Self
 
 import orjson
 import pytest
@@ -86,7 +87,7 @@ class RssSampler:
             self.samples.append(self.engine.rss_mib())
             time.sleep(0.1)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

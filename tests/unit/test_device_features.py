@@ -137,7 +137,7 @@ def test_snapshot_round_trip_restores_every_field(seed, n):
         assert restored == devices.get(jb)
         if index % 2:  # every other event continues from the restored copy
             devices[jb] = restored
-        devices[jb], outputs = update_device(devices[jb] if jb in devices else None, item)
+        devices[jb], outputs = update_device(devices.get(jb), item)
         for out in outputs:
             if isinstance(out, CustomerPayment | VenueLocated):
                 state = customers.get(out.customer_id)
