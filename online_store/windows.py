@@ -28,6 +28,7 @@ False
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Iterator
 
@@ -35,6 +36,9 @@ from online_store.definitions import BUCKETS_PER_WINDOW
 
 _N = BUCKETS_PER_WINDOW
 _ZEROS = array("q", bytes(8 * _N))
+# The bits of a ring's bytes (read little-endian) above each slot's low byte.
+_ABOVE_BYTE = int.from_bytes((b"\x00" + b"\xff" * 7) * _N, "little")
+_LITTLE = sys.byteorder == "little"
 
 
 class _Window:
@@ -152,36 +156,48 @@ class SlidingSum(_Window):
 
 
 def sum_form(window: SlidingSum) -> tuple:
-    """(window_s, head, lead, body): the ring's slots as machine bytes (native order, as
-    `SeenEvents`) without the empty slots at either end (`lead` of them before `body`).
-    A jukebox with a few minutes of traffic keeps most of each ring empty, and its
-    snapshot is written for every epoch it is touched in.
+    """(window_s, head, lead, body, width): the ring's slots as machine bytes (native
+    order, as `SeenEvents`) without the empty slots at either end (`lead` of them before
+    `body`), one byte a slot (`width` 1) when every sum is under 256, eight otherwise.
+    A jukebox with a few minutes of traffic keeps most of each ring empty, a busy one
+    counts a few plays a bucket, and its snapshot is written for every epoch it is
+    touched in.
 
-    >>> w = SlidingSum(3600); w.advance(7200); w.add(7100, 3)
+    >>> w = SlidingSum(3600); w.advance(7200); w.add(7100, 3); w.add(7199, 2)
     True
-    >>> window_s, head, lead, body = sum_form(w); (head, lead, len(body))
-    (120, 58, 8)
+    True
+    >>> window_s, head, lead, body, width = sum_form(w); (head, lead, body, width)
+    (120, 58, b'\\x03\\x02', 1)
+    >>> w.add(7199, 300); sum_form(w)[3:]
+    True
+    (b'\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00.\\x01\\x00\\x00\\x00\\x00\\x00\\x00', 8)
     >>> sum_window(*sum_form(w)) == w
     True
     """
     slots = window.slots
     if slots is None:
-        return (window.window_s, window.head, 0, b"")
+        return (window.window_s, window.head, 0, b"", 1)
     raw = slots.tobytes()
     bits = int.from_bytes(raw, "little")  # finds the first and last non-empty slot in C
     if not bits:
-        return (window.window_s, window.head, 0, b"")
+        return (window.window_s, window.head, 0, b"", 1)
     lead, end = ((bits & -bits).bit_length() - 1) >> 6, (bits.bit_length() + 63) >> 6
-    return (window.window_s, window.head, lead, raw[lead << 3:end << 3])
+    if _LITTLE and not bits & _ABOVE_BYTE:  # every slot's low byte is its whole value
+        return (window.window_s, window.head, lead, raw[lead << 3:end << 3:8], 1)
+    return (window.window_s, window.head, lead, raw[lead << 3:end << 3], 8)
 
 
-def sum_window(window_s: int, head: int | None, lead: int, body: bytes) -> SlidingSum:
-    """A SlidingSum from its snapshot (`sum_form`)."""
+def sum_window(window_s: int, head: int | None, lead: int, body: bytes, width: int = 8) -> SlidingSum:
+    """A SlidingSum from its snapshot (`sum_form`; snapshots before 2026-12-03 have no
+    `width`: eight bytes a slot)."""
     if not body:
         return SlidingSum(window_s, None, head)
     slots = array("q", bytes(8 * lead))
-    slots.frombytes(body)
-    slots.frombytes(bytes(8 * _N - len(body) - 8 * lead))
+    if width == 1:
+        slots.extend(body)  # an iterable of ints, one a slot
+    else:
+        slots.frombytes(body)
+    slots.extend(_ZEROS[len(slots):])
     return SlidingSum(window_s, slots, head)
 
 

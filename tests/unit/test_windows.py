@@ -5,6 +5,7 @@ back an equal window, and snapshots written before the ring layout still load.""
 from __future__ import annotations
 
 import pickle
+from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,10 +18,12 @@ from online_store.windows import SlidingCounter, SlidingIdCounter, SlidingSet, S
 WINDOW_S = 600  # 10 s buckets
 KEYS = ("a", "b", "c", "d")
 
-# Clock moves (mostly small, sometimes past the whole window) and adds around the clock.
+# Clock moves (mostly small, sometimes past the whole window) and adds around the clock;
+# amounts mostly small, some summing past a byte in a bucket, some past 32 bits.
+amounts = st.one_of(st.integers(1, 5), st.integers(100, 300), st.integers(1, 2**40))
 steps = st.lists(st.one_of(
     st.tuples(st.just("advance"), st.integers(0, 700)),
-    st.tuples(st.just("add"), st.integers(-700, 20), st.sampled_from(KEYS), st.integers(1, 5)),
+    st.tuples(st.just("add"), st.integers(-700, 20), st.sampled_from(KEYS), amounts),
 ), max_size=120)
 
 
@@ -70,6 +73,7 @@ def test_sliding_sum_equals_the_model(step_list: list) -> None:
         assert window.total == sum(a for _b, _k, a in held)
         assert window.buckets == {b: s for b in {b for b, _k, _a in held}
                                   if (s := sum(a for b2, _k, a in held if b2 == b))}
+        assert window_from(window_form(window)) == window  # one byte a slot or eight
     assert pickle.loads(pickle.dumps(window)) == window
     assert window_from(window_form(window)) == window
     assert window_from(window_form(window)).total == window.total
@@ -117,6 +121,13 @@ def test_snapshots_written_before_the_rings_still_load() -> None:
     assert sorted(payers) == ["s1", "s2"]
     payers.advance((head + N) * 10)
     assert len(payers) == 0
+    # The ring form of 2026-12-03 (stop 14): eight bytes a slot, no width.
+    slots = array("q", bytes(8 * N))
+    slots[(head - 3) % N], slots[head % N] = 2, 300
+    lead = (head - 3) % N
+    ring_sum = (2, WINDOW_S, head, lead, slots[lead:head % N + 1].tobytes())
+    plays = window_from(ring_sum)
+    assert (plays.total, plays.buckets) == (302, {head - 3: 2, head: 300})
 
 
 def test_a_sum_refuses_what_it_could_not_keep_exact() -> None:
