@@ -152,10 +152,8 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
 
         def scorer(now: datetime) -> FraudScorer | None:
             current = watcher.poll(now)
-            if current is None:
-                metrics.record_model_unloaded(MODEL_NAME)
-            else:
-                metrics.record_model_loaded(MODEL_NAME, current.version)
+            metrics.record_champion_poll(MODEL_NAME, None if current is None else current.version,
+                                         watcher.failed_checks)
             return current
     else:
         fixed = FraudScorer.from_model(load_onnx_file(Path(uri)))

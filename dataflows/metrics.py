@@ -60,6 +60,7 @@ class EngineMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
+        self._failed_checks: dict[str, int] = {}  # model -> the watcher's total at the last poll
         r = registry
         # Inputs
         self.events_in = Counter(
@@ -179,6 +180,19 @@ class EngineMetrics:
             if labels["model"] == model:
                 self.model_info.remove(model, labels["version"])
         self.model_loaded.labels(model=model).set(0)
+
+    def record_champion_poll(self, model: str, version: str | None, failed_checks: int) -> None:
+        """After a champion watcher's poll: the version serving (None: none loaded), and the
+        checks that failed since the last call (`failed_checks` is the watcher's running
+        total), so a registry that keeps failing keeps the reload-failure alert firing."""
+        if version is None:
+            self.record_model_unloaded(model)
+        else:
+            self.record_model_loaded(model, version)
+        new = failed_checks - self._failed_checks.get(model, 0)
+        if new > 0:
+            self.model_reload_failures.labels(model=model).inc(new)
+        self._failed_checks[model] = failed_checks
 
     def record_drift(self, report: DriftReport) -> None:
         labels = {"model": report.model, "feature": report.feature}

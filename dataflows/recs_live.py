@@ -88,17 +88,11 @@ def recs_config(settings: JukeboxSettings, metrics: EngineMetrics, catalog: Recs
     if uri.startswith("models:/"):
         tracking = settings.models.mlflow_tracking_uri or local_tracking_uri(settings.data_dir)
         watcher = RecsChampionWatcher(RecsModelRegistry(tracking), settings.models.reload_interval_s)
-        seen_error: list[str | None] = [None]
 
         def scorer(now: datetime) -> RecsScorer | None:
             current = watcher.poll(now)
-            if watcher.last_error is not None and watcher.last_error != seen_error[0]:
-                metrics.model_reload_failures.labels(model=RECS_MODEL_NAME).inc()
-            seen_error[0] = watcher.last_error
-            if current is None:
-                metrics.record_model_unloaded(RECS_MODEL_NAME)
-            else:
-                metrics.record_model_loaded(RECS_MODEL_NAME, current.version)
+            metrics.record_champion_poll(RECS_MODEL_NAME, None if current is None else current.version,
+                                         watcher.failed_checks)
             return current  # type: ignore[return-value]
     else:
         fixed = RecsScorer.from_model(load_recs_onnx_file(Path(uri)))

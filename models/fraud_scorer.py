@@ -202,7 +202,8 @@ class ChampionWatcher:
 
     A version refused for integrity (hash or columns) is never retried; any other
     failure (registry unreachable) is retried at the next check. Either way the
-    current scorer keeps serving and `last_error` says why nothing changed.
+    current scorer keeps serving, `last_error` says why nothing changed, and
+    `failed_checks` counts every check that failed (a metric follows its increase).
     """
 
     def __init__(
@@ -218,6 +219,7 @@ class ChampionWatcher:
         self.expected_features = expected_features
         self.scorer: FraudScorer | None = None
         self.last_error: str | None = None
+        self.failed_checks = 0
         self.refused_versions: set[str] = set()
         self.swaps: list[tuple[datetime, str | None, str]] = []
         self._next_check: datetime | None = None
@@ -238,8 +240,10 @@ class ChampionWatcher:
             if version is not None:
                 self.refused_versions.add(version)
             self.last_error = str(exc)
+            self.failed_checks += 1
         except Exception as exc:  # noqa: BLE001 - any registry/load failure: keep serving, retry next check
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self.failed_checks += 1
         return self.scorer
 
     def _swap_to(self, version: str, now: datetime) -> None:

@@ -217,3 +217,23 @@ def test_routed_events_count_by_topic_and_country_and_entities_by_kind():
     assert sum(_value(registry, "jukebox_events_by_country_total", country=c) for c in COUNTRIES) == 3
     assert _value(registry, "jukebox_dead_letters_total", topic="plays", reason="malformed_json") == 1
     assert _value(registry, "jukebox_entities_in_state", entity="device") == 1
+
+
+def test_a_champion_poll_records_the_serving_version_and_counts_every_failed_check():
+    registry = CollectorRegistry()
+    m = EngineMetrics(registry)
+
+    def failures() -> float:
+        return registry.get_sample_value("jukebox_model_reload_failures_total", {"model": "jukebox-fraud"}) or 0
+
+    m.record_champion_poll("jukebox-fraud", None, 0)
+    assert registry.get_sample_value("jukebox_model_loaded", {"model": "jukebox-fraud"}) == 0
+    m.record_champion_poll("jukebox-fraud", "3", 0)
+    assert registry.get_sample_value("jukebox_model_info", {"model": "jukebox-fraud", "version": "3"}) == 1
+    m.record_champion_poll("jukebox-fraud", "3", 1)  # the same error twice is still two failures
+    m.record_champion_poll("jukebox-fraud", "3", 3)
+    m.record_champion_poll("jukebox-fraud", "3", 3)
+    assert failures() == 3
+    m.record_champion_poll("jukebox-recs", "1", 2)  # each model's watcher has its own total
+    assert failures() == 3
+    assert registry.get_sample_value("jukebox_model_reload_failures_total", {"model": "jukebox-recs"}) == 2

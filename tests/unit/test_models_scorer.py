@@ -274,10 +274,14 @@ def test_watcher_follows_the_champion_without_restart(trained):
     registry.champion = "3"
     assert watcher.poll(t + timedelta(seconds=100)) is second
     assert "sha256" in watcher.last_error and watcher.refused_versions == {"3"}
+    assert watcher.failed_checks == 1
     registry.down = True
     assert watcher.poll(t + timedelta(seconds=200)) is second
     assert "unreachable" in watcher.last_error
+    watcher.poll(t + timedelta(seconds=210))  # not due: no check, nothing counted
+    watcher.poll(t + timedelta(seconds=230))  # due, and still down: counted again
+    assert watcher.failed_checks == 3
     registry.down, registry.champion = False, "1"
     assert watcher.poll(t + timedelta(seconds=300)).version == "1"
-    assert watcher.last_error is None
+    assert watcher.last_error is None and watcher.failed_checks == 3
     assert [(old, new) for _, old, new in watcher.swaps] == [(None, "1"), ("1", "2"), ("2", "1")]
