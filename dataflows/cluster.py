@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from dataflows.live import ConfigurationError, live_flow
-from dataflows.metrics import start_metrics_server
+from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.settings import JukeboxSettings
 
 
@@ -34,3 +34,5 @@ except ConfigurationError as exc:
 
 if settings.flow.metrics_port is not None:
     start_metrics_server(settings.flow.metrics_port)
+if settings.flow.recovery_dir is not None:  # the directory `-r` gets (statefulset.yaml)
+    METRICS.watch_recovery_dir(settings.flow.recovery_dir)

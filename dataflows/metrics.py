@@ -18,10 +18,12 @@ entity, result, feature, scorer, country. Never a jukebox, venue or customer id
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import get_args
 from wsgiref.simple_server import WSGIServer
 
@@ -96,6 +98,18 @@ class EngineMetrics:
         self.entities_in_state = Gauge(
             "jukebox_entities_in_state", "Entities with live state in this process",
             ["entity"], registry=r)
+        # The recovery volume, read at each scrape (`watch_recovery_dir`; 0 without recovery):
+        # Bytewax rewrites every touched entity's snapshot each epoch and keeps superseded
+        # ones for the backup interval, so a full volume is a stopped flow (bench.recovery).
+        self.recovery_volume_size = Gauge(
+            "jukebox_recovery_volume_size_bytes", "Size of the filesystem holding the recovery partitions",
+            registry=r)
+        self.recovery_volume_free = Gauge(
+            "jukebox_recovery_volume_free_bytes", "Bytes free to this process on the recovery filesystem",
+            registry=r)
+        self.recovery_partition = Gauge(
+            "jukebox_recovery_partition_bytes", "Bytes of the recovery directory's files (SQLite partitions)",
+            registry=r)
         # Scoring and decisions
         self.scoring_duration = Histogram(
             "jukebox_scoring_duration_seconds", "Time to score one batch", ["scorer"],
@@ -194,6 +208,13 @@ class EngineMetrics:
             self.model_reload_failures.labels(model=model).inc(new)
         self._failed_checks[model] = failed_checks
 
+    def watch_recovery_dir(self, path: Path) -> None:
+        """Report the recovery directory's filesystem and files at each scrape."""
+        self.recovery_volume_size.set_function(lambda: _volume_bytes(path)[0])
+        self.recovery_volume_free.set_function(lambda: _volume_bytes(path)[1])
+        self.recovery_partition.set_function(
+            lambda: sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0)
+
     def record_drift(self, report: DriftReport) -> None:
         labels = {"model": report.model, "feature": report.feature}
         self.drift_psi.labels(**labels).set(report.psi)
@@ -230,6 +251,15 @@ class EngineMetrics:
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 METRICS = EngineMetrics(REGISTRY)
+
+
+def _volume_bytes(path: Path) -> tuple[int, int]:
+    """(size, free to unprivileged writers) of the filesystem holding `path`; (0, 0) if absent."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return (0, 0)
+    return (stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize)
 
 
 def exported_metric_names() -> set[str]:

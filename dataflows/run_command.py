@@ -16,7 +16,7 @@ from dataflows.live import (
     live_flow,
     recovery_config,
 )
-from dataflows.metrics import start_metrics_server
+from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
@@ -56,6 +56,8 @@ def run_command(
     if settings.flow.metrics_port is not None:
         endpoint = start_metrics_server(settings.flow.metrics_port)
         console.print(f"metrics on :{endpoint.port}/metrics")
+    if recovery is not None:
+        METRICS.watch_recovery_dir(Path(recovery.db_dir))
     console.print(f"consuming from {settings.kafka.bootstrap} with {workers} worker(s)"
                   f"{'' if recovery is None else ', recovery on'}")
     tune_garbage_collector()

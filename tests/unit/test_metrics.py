@@ -237,3 +237,21 @@ def test_a_champion_poll_records_the_serving_version_and_counts_every_failed_che
     m.record_champion_poll("jukebox-recs", "1", 2)  # each model's watcher has its own total
     assert failures() == 3
     assert registry.get_sample_value("jukebox_model_reload_failures_total", {"model": "jukebox-recs"}) == 2
+
+
+def test_the_recovery_volume_is_read_at_each_scrape(tmp_path):
+    registry = CollectorRegistry()
+    m = EngineMetrics(registry)
+    assert registry.get_sample_value("jukebox_recovery_volume_size_bytes") == 0  # no recovery: no alert
+    m.watch_recovery_dir(tmp_path)
+    (tmp_path / "part-0.sqlite3").write_bytes(bytes(1000))
+    (tmp_path / "part-0.sqlite3-wal").write_bytes(bytes(24))
+    assert registry.get_sample_value("jukebox_recovery_partition_bytes") == 1024
+    size = registry.get_sample_value("jukebox_recovery_volume_size_bytes")
+    free = registry.get_sample_value("jukebox_recovery_volume_free_bytes")
+    assert 0 < free <= size
+    (tmp_path / "part-0.sqlite3").write_bytes(bytes(5000))  # read again, not cached
+    assert registry.get_sample_value("jukebox_recovery_partition_bytes") == 5024
+    m.watch_recovery_dir(tmp_path / "gone")
+    assert registry.get_sample_value("jukebox_recovery_partition_bytes") == 0
+    assert registry.get_sample_value("jukebox_recovery_volume_size_bytes") == 0
