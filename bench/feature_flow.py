@@ -29,18 +29,19 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
-from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from dataflows.local_stack import LocalStack, create_topics, free_port
 from dataflows.records import RawRecord
+from dataflows.recovery_partitions import create_partitions
 from dataflows.status import metric_sum
 from schemas.events import PaymentEvent, PlayEvent
 from schemas.topics import Topics, TopicSpec
@@ -121,8 +122,10 @@ class Drain:
     cpu_share: dict[str, float]  # process -> CPU used / wall time while draining (1.0 = one core)
 
 
-def drain(flows: list[FlowProcess], total: int, neighbours: dict[str, int], timeout_s: float = 600) -> Drain:
-    """Events/s of the processes together, from their first counted event to the last."""
+def drain(flows: list[FlowProcess], total: int, neighbours: dict[str, int], timeout_s: float = 600,
+          ready: Callable[[], bool] | None = None) -> Drain:
+    """Events/s of the processes together, from their first counted event (or from when
+    `ready()` first holds, if later) to the last."""
     urls = [f"http://127.0.0.1:{flow.metrics_port}/metrics" for flow in flows]
     pids = {**{f"flow {i}": flow.process.pid for i, flow in enumerate(flows)}, **neighbours}
     first_at = first_count = None
@@ -133,7 +136,7 @@ def drain(flows: list[FlowProcess], total: int, neighbours: dict[str, int], time
             flow.assert_running()
         count = sum(events_in(url) for url in urls)
         now = time.monotonic()
-        if first_at is None and count > 0:
+        if first_at is None and count > 0 and (ready is None or ready()):
             first_at, first_count = now, count
             cpu_at_first = {name: cpu_seconds(pid) for name, pid in pids.items()}
         if count >= total:
@@ -157,7 +160,7 @@ def cluster(bootstrap: str, redis_url: str, topics: Topics, key_prefix: str, wor
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     recovery = workdir / "recovery"
     recovery.mkdir(parents=True, mode=0o700)
-    init_db_dir(recovery, processes)
+    create_partitions(recovery, processes)  # as `jukebox run` makes them
     return [FlowProcess(bootstrap, redis_url, topics, key_prefix, workdir / f"p{i}", snapshot_interval_s=5.0,
                         extra_env={"JUKEBOX_FLOW_RECOVERY_DIR": str(recovery)},
                         args=["-i", str(i), "-a", addresses]).start() for i in range(processes)]

@@ -12,9 +12,11 @@ jukebox at most once: about one device snapshot per event.
    costs (`DeviceLogic.snapshot`);
 2. per snapshot: a flow with one stateful step whose snapshots are those bytes, `--keys`
    keys each touched once per epoch for `--epochs` epochs, run without recovery, with
-   recovery dropping superseded snapshots at once (backup interval 0), and with recovery
-   keeping them (a backup interval longer than the run); the worker time per snapshot
-   over the run without recovery, and the partition's bytes on disk;
+   recovery dropping superseded snapshots at once (backup interval 0; in the engine's
+   16 KiB-page partitions, dataflows/recovery_partitions.py, and in Bytewax's default
+   4 KiB ones), and with recovery keeping them (a backup interval longer than the run);
+   the worker time per snapshot over the run without recovery, and the partition's bytes
+   on disk;
 3. fleet: for epochs of 5 s to 5 min, the snapshots per event at that rate
    ((1 - e^-x) / x, x = events per jukebox per epoch), and what the measured costs of
    the day-old state make of them at 20,000 events/s: worker CPU (cores), bytes written,
@@ -39,12 +41,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from rich.console import Console
 from rich.table import Table
 
 from bench.state_memory import device_states, jukebox_events
+from dataflows.recovery_partitions import PAGE_SIZE, create_partitions
 
 FLEET_RATE = 20_000  # events/s at peak
 PER_JUKEBOX_S = 1.2 / 60  # the fleet's average events per jukebox per second
@@ -99,9 +102,9 @@ class _FixedSnapshot(op.StatefulBatchLogic):
 
 
 def run_seconds(snapshots: list[bytes], keys: int, epochs: int, recovery_dir: Path | None,
-                backup: timedelta) -> float:
+                backup: timedelta, page_size: int = PAGE_SIZE) -> float:
     """Wall seconds of `epochs` epochs touching `keys` keys, the n-th key built snapshotting
-    `snapshots[n % len(snapshots)]`."""
+    `snapshots[n % len(snapshots)]`, into a partition of `page_size` pages (the engine's)."""
     built = itertools.count()
     flow = Dataflow("recovery_bench")
     keyed = op.key_on("key", op.input("in", flow, _Source(keys, epochs)), str)
@@ -111,7 +114,7 @@ def run_seconds(snapshots: list[bytes], keys: int, epochs: int, recovery_dir: Pa
     config = None
     if recovery_dir is not None:
         recovery_dir.mkdir()
-        init_db_dir(recovery_dir, 1)
+        create_partitions(recovery_dir, 1, page_size)
         config = RecoveryConfig(str(recovery_dir), backup_interval=backup)
     started = time.perf_counter()
     cli_main(flow, epoch_interval=timedelta(0), recovery_config=config)
@@ -159,7 +162,7 @@ def main() -> None:
     per_snapshot = Table(title=f"Bytewax recovery per snapshot ({args.keys:,} keys x {args.epochs} epochs, "
                                "1 worker; worker time over the same run without recovery)")
     for column in ("device state after", "snapshot KiB", "pickle µs", "write µs (backup 0)",
-                   "write µs (kept)", "disk KiB per snapshot kept"):
+                   "write µs, Bytewax's 4 KiB pages", "write µs (kept)", "disk KiB per snapshot kept"):
         per_snapshot.add_column(column, justify="right")
     measured: dict[str, tuple[float, float, float, float, float]] = {}
     for label, minutes in AGES:
@@ -169,13 +172,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             dropped = run_seconds(states, args.keys, args.epochs, Path(tmp) / "r", timedelta(0))
         with tempfile.TemporaryDirectory() as tmp:
+            small_pages = run_seconds(states, args.keys, args.epochs, Path(tmp) / "r", timedelta(0), 4096)
+        with tempfile.TemporaryDirectory() as tmp:
             kept = run_seconds(states, args.keys, args.epochs, Path(tmp) / "r", timedelta(days=1))
             disk = dir_bytes(Path(tmp) / "r")
         measured[label] = (size, pickle_us(states), (dropped - bare) / snapshots * 1e6,
                            (kept - bare) / snapshots * 1e6, disk / snapshots)
         size, pickled, write0, write_kept, disk_each = measured[label]
         per_snapshot.add_row(label, f"{size / 1024:,.1f}", f"{pickled:,.0f}", f"{write0:,.0f}",
-                             f"{write_kept:,.0f}", f"{disk_each / 1024:,.1f}")
+                             f"{(small_pages - bare) / snapshots * 1e6:,.0f}", f"{write_kept:,.0f}",
+                             f"{disk_each / 1024:,.1f}")
         console.print(f"  {label}: {size / 1024:,.1f} KiB, write {write0:,.0f} / {write_kept:,.0f} µs")
     console.print(per_snapshot)
 

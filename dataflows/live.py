@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 
 from dataflows.drift_step import DriftConfig
 from dataflows.feature_sink import FeatureStoreSink
@@ -26,6 +26,7 @@ from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.kafka_source import LaggingKafkaSource
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
+from dataflows.recovery_partitions import create_partitions
 from dataflows.recs_live import load_catalog, recs_config
 from dataflows.settings import JukeboxSettings
 from models.decision import DecisionPolicy
@@ -240,7 +241,7 @@ def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig |
         directory.mkdir(parents=True, mode=0o700)
         os.chmod(directory, 0o700)
     if not any(directory.glob("part-*.sqlite3")):
-        init_db_dir(directory, partitions)
+        create_partitions(directory, partitions)
     return RecoveryConfig(directory)
 
 

@@ -7,7 +7,7 @@ their types, and `additionalProperties: false` wherever a misspelt key would be
 silently ignored by the API server (containers, securityContext, probes, ...).
 
 The pod's shell scripts are executed for real: the init container's with the real
-`python -m bytewax.recovery`, the engine's with a stand-in `python` whose arguments
+`python -m dataflows.recovery_partitions` (Bytewax's partitions, 16 KiB pages), the engine's with a stand-in `python` whose arguments
 are then parsed by Bytewax 0.21.1's own `bytewax.run` argument parser.
 """
 
@@ -291,6 +291,7 @@ def test_init_container_creates_exactly_this_pods_partition_once(tmp_path):
     assert [p.name for p in (tmp_path / "recovery").iterdir()] == ["part-2.sqlite3"]
     with sqlite3.connect(tmp_path / "recovery" / "part-2.sqlite3") as db:
         assert db.execute("select part_index, part_count from parts").fetchall() == [(2, 4)]
+        assert db.execute("PRAGMA page_size").fetchone() == (16_384,)
     again = _run_init(tmp_path, 2, RECOVERY_INIT_POLICY="if-empty", RECOVERY_PARTITIONS="4")
     assert again.returncode == 0 and "present" in again.stdout
 
