@@ -37,18 +37,20 @@ START = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
 FLEET = 1_000_000
 
 
-def jukebox_events(jukebox: str, per_minute: float, minutes: int, rnd: random.Random) -> list:
+def jukebox_events(jukebox: str, per_minute: float, minutes: int, rnd: random.Random,
+                   start: datetime = START) -> list:
     events: list = []
     for i in range(round(per_minute * minutes)):
-        at = START + timedelta(seconds=rnd.uniform(0, minutes * 60))
+        at = start + timedelta(seconds=rnd.uniform(0, minutes * 60))
         kind = rnd.random()
         if kind < 0.6:
             events.append(PlayEvent(event_id=f"{jukebox}-p{i}", jukebox_id=jukebox, venue_id="v1",
-                                    song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1))
+                                    song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
+                                    payment_id=f"{jukebox}-pay{i}"))  # paid: honest traffic
         elif kind < 0.85:
             events.append(PaymentEvent(
                 event_id=f"{jukebox}-m{i}", payment_id=f"{jukebox}-pay{i}", jukebox_id=jukebox,
-                venue_id="v1", customer_id=f"c{rnd.randrange(5000)}", amount="20", currency="KES",
+                venue_id="v1", customer_id=f"c{rnd.randrange(5000)}", amount="60", currency="KES",
                 method="mobile_money", status="succeeded", occurred_at=at))
         else:
             events.append(DeviceLocationEvent(event_id=f"{jukebox}-l{i}", jukebox_id=jukebox,

@@ -1,0 +1,168 @@
+"""The live flow's drain rate at steady state: jukeboxes with a day of history, against new ones.
+
+`bench.feature_flow` drains events of brand-new jukeboxes, whose state (and recovery
+snapshot) is small. A fleet that has run for a day holds day-old states: each event then
+updates fuller windows, and Bytewax rewrites a ~19 KiB snapshot of every jukebox touched in
+an epoch (bench.recovery). This bench drains the same backlog twice with `jukebox run`
+(1 process, 5-second epochs, features + rules + River), on the same embedded broker and
+Redis:
+
+1. new: from an empty recovery directory (every jukebox starts empty);
+2. day-old: from a recovery directory holding, for every jukebox, a device state built by
+   the engine's update logic from a day of traffic at the fleet's average rate (1.2 events
+   a minute) ending where the backlog starts; `--samples` states are built and copied
+   under each jukebox's id, and written by a Bytewax flow with the live flow's name and
+   device step id, so `jukebox run` resumes them as its own.
+
+Printed: events/s and flow CPU per event of each drain, their ratio, and the recovery
+partition's size after each. The backlog's jukeboxes get `--events / --jukeboxes` events
+each, their event time advancing at the fleet's rate per jukebox (1.2 a minute); with the
+defaults a 5-second epoch touches most of them once, as the fleet's epochs do.
+
+    python -m bench.steady_flow [--events 100000] [--jukeboxes 40000] [--samples 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import redis
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+from bytewax.testing import TestingSource
+from rich.console import Console
+from rich.table import Table
+
+from bench.feature_flow import Drain, cpu_summary, drain, synthetic_records
+from bench.recovery import _DiscardSink, dir_bytes
+from bench.state_memory import device_states, jukebox_events
+from dataflows.local_stack import LocalStack, create_topics
+from dataflows.recovery_partitions import create_partitions
+from dataflows.status import metric_sum
+from schemas.topics import Topics
+from tests.integration.flow_process import FlowProcess, produce_records, wait_until
+
+console = Console()
+PER_MINUTE = 1.2  # events a minute per jukebox: the fleet's average (20,000/s over 1,000,000)
+
+
+def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tuple[str, bytes]]:
+    """(jukebox id, pickled device state) for `jb-0` ... : `samples` states built from a day
+    at 1.2 events a minute ending at `ending`, each copied under several ids."""
+    rnd = random.Random(7)
+    start = ending - timedelta(days=1)
+    events = [e for j in range(samples) for e in jukebox_events(f"sample-{j}", PER_MINUTE, 1440, rnd, start)]
+    built, _held = device_states(events)
+    sampled = [pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL) for state in built.values()]
+    out = []
+    for n in range(jukeboxes):
+        state = pickle.loads(sampled[n % len(sampled)])
+        state.jukebox_id = f"jb-{n}"
+        out.append((state.jukebox_id, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)))
+    return out
+
+
+class _Resumable(op.StatefulBatchLogic):
+    """Holds the snapshot it was given: what the live device step will resume."""
+
+    def __init__(self, _resume: bytes | None) -> None:
+        self.snapshot_bytes: bytes | None = None
+
+    def on_batch(self, values: list[bytes]) -> tuple[list, bool]:
+        self.snapshot_bytes = values[-1]
+        return [], op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return self.snapshot_bytes
+
+
+def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, bytes]]) -> None:
+    """A one-partition recovery directory whose device step (`jukebox.device_features`,
+    as `dataflows.live` names it) holds `snapshots`."""
+    recovery_dir.mkdir(parents=True)
+    create_partitions(recovery_dir, 1)  # as `jukebox run` makes them
+    flow = Dataflow("jukebox")
+    keyed = op.input("warm_up", flow, TestingSource(snapshots, batch_size=5000))  # not "records": its partitions would clash
+    op.output("out", op.stateful_batch("device_features", keyed, _Resumable), _DiscardSink())
+    cli_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(recovery_dir)))
+
+
+def mean_plays_24h(redis_url: str, key_prefix: str, jukeboxes: int) -> float:
+    """Mean `device_plays_24h` in Redis over jb-0 ... : whether the day-old states were resumed."""
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for n in range(jukeboxes):
+        pipe.hget(f"{key_prefix}:device:v1:jb-{n}", "device_plays_24h")
+    values = [int(v) for v in pipe.execute() if v is not None]
+    client.close()
+    return sum(values) / max(len(values), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--jukeboxes", type=int, default=40_000)
+    parser.add_argument("--samples", type=int, default=100, help="day-old states built (then copied)")
+    args = parser.parse_args()
+    # The backlog's event time advances as the fleet's does: each jukebox's events come
+    # PER_MINUTE a minute, so each event moves its windows as far as it would in the fleet.
+    spacing_s = 60 / (PER_MINUTE * args.jukeboxes)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=args.events * spacing_s + 60)
+
+    console.print(f"building {args.samples} day-old device states, copied to {args.jukeboxes:,} jukeboxes ...")
+    snapshots = day_old_snapshots(args.jukeboxes, args.samples, start)
+    size = sum(len(raw) for _id, raw in snapshots) / len(snapshots)
+    with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        write_device_states(workdir / "day-old" / "recovery", snapshots)
+        del snapshots
+        topics = Topics("steady.")
+        create_topics({"bootstrap.servers": stack.kafka_bootstrap}, topics.specs())
+        console.print(f"producing {args.events:,} events over {args.jukeboxes:,} jukeboxes ...")
+        produce_records(stack.kafka_bootstrap,
+                        synthetic_records(topics, args.events, args.jukeboxes, start, 1, spacing_s))
+        results: dict[str, tuple[Drain, int]] = {}
+        plays: dict[str, float] = {}
+        for label in ("new", "day-old"):
+            flow = FlowProcess(stack.kafka_bootstrap, stack.redis_url, topics, f"steady-{label}",
+                               workdir / label, snapshot_interval_s=5.0).start()
+            url = f"http://127.0.0.1:{flow.metrics_port}/metrics"
+            started = time.monotonic()
+            try:
+                if label == "day-old":  # Bytewax builds every resumed key's state before it runs
+                    wait_until(lambda url=url: metric_sum(url, "jukebox_entities_in_state", entity="device")
+                               >= args.jukeboxes, 900, "the day-old states to load", flow.assert_running)
+                    resumed_s = time.monotonic() - started
+                results[label] = (drain([flow], args.events, stack.server_pids), 0)
+            finally:
+                flow.stop()
+            results[label] = (results[label][0], dir_bytes(flow.recovery_dir))
+            plays[label] = mean_plays_24h(stack.redis_url, flow.key_prefix, min(args.jukeboxes, 200))
+            console.print(f"  {label}: {results[label][0].rate:,.0f} events/s, "
+                          f"device_plays_24h {plays[label]:,.1f} on average")
+        if plays["day-old"] < 10 * plays["new"]:  # the day's plays must be there, or nothing resumed
+            raise SystemExit("the day-old drain did not resume the day-old states")
+
+    table = Table(title=f"`jukebox run`, 1 process, 5 s epochs: {args.events:,} events over "
+                        f"{args.jukeboxes:,} jukeboxes (same backlog, same broker and Redis)")
+    for column in ("jukebox state at the start", "events/s", "CPU (100% = one core)", "recovery partition after"):
+        table.add_column(column, justify="left" if column.startswith("jukebox") else "right")
+    for label, (result, disk) in results.items():
+        what = "none (new jukeboxes)" if label == "new" else f"a day at 1.2 events/min ({size / 1024:,.1f} KiB snapshot)"
+        table.add_row(what, f"{result.rate:,.0f}", cpu_summary(result), f"{disk / 1e6:,.1f} MB")
+    console.print(table)
+    console.print(f"day-old / new: {results['day-old'][0].rate / results['new'][0].rate:.2f}x the events/s")
+    console.print(f"resuming the {args.jukeboxes:,} day-old states took {resumed_s:.1f} s from the process's "
+                  f"start: {resumed_s / args.jukeboxes * 1e6:,.0f} µs a jukebox (a restart's cost, before any input)")
+
+
+if __name__ == "__main__":
+    main()
