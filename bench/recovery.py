@@ -83,7 +83,7 @@ class _Discard(StatelessSinkPartition[object]):
         pass
 
 
-class _DiscardSink(DynamicSink[object]):
+class DiscardSink(DynamicSink[object]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Discard:
         return _Discard()
 
@@ -110,7 +110,7 @@ def run_seconds(snapshots: list[bytes], keys: int, epochs: int, recovery_dir: Pa
     keyed = op.key_on("key", op.input("in", flow, _Source(keys, epochs)), str)
     state = op.stateful_batch("state", keyed,
                               lambda _resume: _FixedSnapshot(snapshots[next(built) % len(snapshots)]))
-    op.output("out", state, _DiscardSink())
+    op.output("out", state, DiscardSink())
     config = None
     if recovery_dir is not None:
         recovery_dir.mkdir()

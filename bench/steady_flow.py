@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.feature_flow import Drain, cpu_summary, drain, synthetic_records
-from bench.recovery import _DiscardSink, dir_bytes
+from bench.recovery import DiscardSink, dir_bytes
 from bench.state_memory import device_states, jukebox_events
 from dataflows.local_stack import LocalStack, create_topics
 from dataflows.recovery_partitions import create_partitions
@@ -91,7 +91,7 @@ def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, bytes]]) 
     create_partitions(recovery_dir, 1)  # as `jukebox run` makes them
     flow = Dataflow("jukebox")
     keyed = op.input("warm_up", flow, TestingSource(snapshots, batch_size=5000))  # not "records": its partitions would clash
-    op.output("out", op.stateful_batch("device_features", keyed, _Resumable), _DiscardSink())
+    op.output("out", op.stateful_batch("device_features", keyed, _Resumable), DiscardSink())
     cli_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(recovery_dir)))
 
 
