@@ -35,8 +35,13 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+# The live flow against raw Kafka (new jukeboxes), then at steady state (day-old jukeboxes),
+# then what each recovery snapshot costs; bench.replay, bench.state_memory and
+# bench.store_write run on their own.
 bench: install
 	$(BIN)/python -m bench.feature_flow
+	$(BIN)/python -m bench.steady_flow
+	$(BIN)/python -m bench.recovery
 
 # Re-resolve the newest versions pyproject.toml allows into constraints.txt (then run the tests).
 lock:
