@@ -80,11 +80,11 @@ def scraped(
         raise ScrapeFailed(f"{url} did not return Prometheus text format: {exc}") from None
 
 
-def metric_sum(url: str, sample: str, **where: str) -> float:
+def metric_sum(url: str, sample: str, timeout_s: float = 2.0, **where: str) -> float:
     """The sum of a metric's samples (those with every label in `where`) on a metrics page;
     0 while the page is not served (a flow still starting, or gone)."""
     try:
-        return scraped(url, timeout_s=2.0).sum(sample, **where)
+        return scraped(url, timeout_s=timeout_s).sum(sample, **where)
     except ScrapeFailed:
         return 0.0
 

@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dataflows.status import metric_sum
 from tests.integration.flow_process import FlowProcess
 
 
@@ -72,17 +73,9 @@ class EngineProcess(FlowProcess):
             return response.read().decode()
 
     def metric_total(self, name: str) -> float:
-        """Sum of every sample of a metric family on the metrics page (0 when absent, or
-        while the page is not served yet)."""
-        try:
-            page = self.metrics_page()
-        except OSError:  # URLError included: not listening yet
-            return 0.0
-        total = 0.0
-        for line in page.splitlines():
-            if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        """Sum of every sample named `name` on the metrics page (0 when absent, or while the
+        page is not served yet)."""
+        return metric_sum(f"http://127.0.0.1:{self.metrics_port}/metrics", name, timeout_s=5.0)
 
     def wait_exit(self, timeout_s: float) -> int:
         assert self.process is not None
