@@ -28,7 +28,6 @@ jukebox at most once: about one device snapshot per event.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import pickle
 import random
@@ -57,25 +56,27 @@ BACKUP_S = 3600  # deploy/k8s/configmap.yaml
 console = Console()
 
 
-class _Batches(StatelessSourcePartition[int]):
-    """`epochs` batches of every key once: with a zero epoch interval, one batch an epoch."""
+class _Batches(StatelessSourcePartition[tuple[str, bytes]]):
+    """`epochs` batches of every key once, key i with `snapshots[i % n]`: with a zero epoch
+    interval, one batch an epoch."""
 
-    def __init__(self, keys: int, epochs: int) -> None:
-        self._keys, self._left = keys, epochs
+    def __init__(self, snapshots: list[bytes], keys: int, epochs: int) -> None:
+        self._batch = [(str(i), snapshots[i % len(snapshots)]) for i in range(keys)]
+        self._left = epochs
 
-    def next_batch(self) -> list[int]:
+    def next_batch(self) -> list[tuple[str, bytes]]:
         if not self._left:
             raise StopIteration
         self._left -= 1
-        return list(range(self._keys))
+        return list(self._batch)
 
 
-class _Source(DynamicSource[int]):
-    def __init__(self, keys: int, epochs: int) -> None:
-        self._keys, self._epochs = keys, epochs
+class _Source(DynamicSource[tuple[str, bytes]]):
+    def __init__(self, snapshots: list[bytes], keys: int, epochs: int) -> None:
+        self._snapshots, self._keys, self._epochs = snapshots, keys, epochs
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Batches:
-        return _Batches(self._keys, self._epochs)
+        return _Batches(self._snapshots, self._keys, self._epochs)
 
 
 class _Discard(StatelessSinkPartition[object]):
@@ -88,29 +89,27 @@ class DiscardSink(DynamicSink[object]):
         return _Discard()
 
 
-class _FixedSnapshot(op.StatefulBatchLogic):
-    """Emits nothing; its snapshot is the bytes it was given (a jukebox's pickled state)."""
+class HeldSnapshot(op.StatefulBatchLogic):
+    """Emits nothing; its snapshot is the last bytes it was sent (a jukebox's pickled state)."""
 
-    def __init__(self, snapshot: bytes) -> None:
-        self._snapshot = snapshot
+    def __init__(self, _resume: bytes | None) -> None:
+        self.held: bytes | None = None
 
-    def on_batch(self, values: list) -> tuple[list, bool]:
+    def on_batch(self, values: list[bytes]) -> tuple[list, bool]:
+        self.held = values[-1]
         return [], op.StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return self._snapshot
+    def snapshot(self) -> bytes | None:
+        return self.held
 
 
 def run_seconds(snapshots: list[bytes], keys: int, epochs: int, recovery_dir: Path | None,
                 backup: timedelta, page_size: int = PAGE_SIZE) -> float:
-    """Wall seconds of `epochs` epochs touching `keys` keys, the n-th key built snapshotting
-    `snapshots[n % len(snapshots)]`, into a partition of `page_size` pages (the engine's)."""
-    built = itertools.count()
+    """Wall seconds of `epochs` epochs touching `keys` keys, key i snapshotting
+    `snapshots[i % len(snapshots)]`, into a partition of `page_size` pages (the engine's)."""
     flow = Dataflow("recovery_bench")
-    keyed = op.key_on("key", op.input("in", flow, _Source(keys, epochs)), str)
-    state = op.stateful_batch("state", keyed,
-                              lambda _resume: _FixedSnapshot(snapshots[next(built) % len(snapshots)]))
-    op.output("out", state, DiscardSink())
+    keyed = op.input("in", flow, _Source(snapshots, keys, epochs))
+    op.output("out", op.stateful_batch("state", keyed, HeldSnapshot), DiscardSink())
     config = None
     if recovery_dir is not None:
         recovery_dir.mkdir()

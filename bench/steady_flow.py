@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.feature_flow import Drain, cpu_summary, drain, synthetic_records
-from bench.recovery import DiscardSink, dir_bytes
+from bench.recovery import DiscardSink, HeldSnapshot, dir_bytes
 from bench.state_memory import device_states, jukebox_events
 from dataflows.local_stack import LocalStack, create_topics
 from dataflows.recovery_partitions import create_partitions
@@ -70,20 +70,6 @@ def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tu
     return out
 
 
-class _Resumable(op.StatefulBatchLogic):
-    """Holds the snapshot it was given: what the live device step will resume."""
-
-    def __init__(self, _resume: bytes | None) -> None:
-        self.snapshot_bytes: bytes | None = None
-
-    def on_batch(self, values: list[bytes]) -> tuple[list, bool]:
-        self.snapshot_bytes = values[-1]
-        return [], op.StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> bytes | None:
-        return self.snapshot_bytes
-
-
 def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, bytes]]) -> None:
     """A one-partition recovery directory whose device step (`jukebox.device_features`,
     as `dataflows.live` names it) holds `snapshots`."""
@@ -91,7 +77,7 @@ def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, bytes]]) 
     create_partitions(recovery_dir, 1)  # as `jukebox run` makes them
     flow = Dataflow("jukebox")
     keyed = op.input("warm_up", flow, TestingSource(snapshots, batch_size=5000))  # not "records": its partitions would clash
-    op.output("out", op.stateful_batch("device_features", keyed, _Resumable), DiscardSink())
+    op.output("out", op.stateful_batch("device_features", keyed, HeldSnapshot), DiscardSink())
     cli_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(recovery_dir)))
 
 
