@@ -90,16 +90,16 @@ class DiscardSink(DynamicSink[object]):
 
 
 class HeldSnapshot(op.StatefulBatchLogic):
-    """Emits nothing; its snapshot is the last bytes it was sent (a jukebox's pickled state)."""
+    """Emits nothing; its snapshot is the last value it was sent (a jukebox's snapshot)."""
 
-    def __init__(self, _resume: bytes | None) -> None:
-        self.held: bytes | None = None
+    def __init__(self, _resume: object) -> None:
+        self.held: object = None
 
-    def on_batch(self, values: list[bytes]) -> tuple[list, bool]:
+    def on_batch(self, values: list) -> tuple[list, bool]:
         self.held = values[-1]
         return [], op.StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes | None:
+    def snapshot(self) -> object:
         return self.held
 
 

@@ -11,13 +11,16 @@ Redis:
 2. day-old: from a recovery directory holding, for every jukebox, a device state built by
    the engine's update logic from a day of traffic at the fleet's average rate (1.2 events
    a minute) ending where the backlog starts; `--samples` states are built and copied
-   under each jukebox's id, and written by a Bytewax flow with the live flow's name and
-   device step id, so `jukebox run` resumes them as its own.
+   under each jukebox's id in the engine's snapshot form, and written by a Bytewax flow
+   with the live flow's name and device step id, so `jukebox run` resumes them as its own.
 
-Printed: events/s and flow CPU per event of each drain, their ratio, and the recovery
-partition's size after each. The backlog's jukeboxes get `--events / --jukeboxes` events
-each, their event time advancing at the fleet's rate per jukebox (1.2 a minute); with the
-defaults a 5-second epoch touches most of them once, as the fleet's epochs do.
+Printed: events/s and flow CPU per event of each drain, their ratio, the time from the
+process's start to the backlog drained, the recovery partition's size after each, and how
+long the day-old process took to resume its states before reading input (a resumed state
+is unpickled at its jukebox's first event, inside the drain). The backlog's jukeboxes get
+`--events / --jukeboxes` events each, their event time advancing at the fleet's rate per
+jukebox (1.2 a minute); with the defaults a 5-second epoch touches most of them once, as
+the fleet's epochs do.
 
     python -m bench.steady_flow [--events 100000] [--jukeboxes 40000] [--samples 100]
 """
@@ -44,6 +47,7 @@ from rich.table import Table
 from bench.feature_flow import Drain, cpu_summary, drain, synthetic_records
 from bench.recovery import DiscardSink, HeldSnapshot, dir_bytes
 from bench.state_memory import device_states, jukebox_events
+from dataflows.flow import DeviceLogic
 from dataflows.local_stack import LocalStack, create_topics
 from dataflows.recovery_partitions import create_partitions
 from dataflows.status import metric_sum
@@ -54,9 +58,10 @@ console = Console()
 PER_MINUTE = 1.2  # events a minute per jukebox: the fleet's average (20,000/s over 1,000,000)
 
 
-def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tuple[str, bytes]]:
-    """(jukebox id, pickled device state) for `jb-0` ... : `samples` states built from a day
-    at 1.2 events a minute ending at `ending`, each copied under several ids."""
+def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tuple[str, tuple]]:
+    """(jukebox id, device snapshot as `jukebox run` writes it) for `jb-0` ... : `samples`
+    states built from a day at 1.2 events a minute ending at `ending`, each copied under
+    several ids."""
     rnd = random.Random(7)
     start = ending - timedelta(days=1)
     events = [e for j in range(samples) for e in jukebox_events(f"sample-{j}", PER_MINUTE, 1440, rnd, start)]
@@ -64,13 +69,14 @@ def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tu
     sampled = [pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL) for state in built.values()]
     out = []
     for n in range(jukeboxes):
-        state = pickle.loads(sampled[n % len(sampled)])
-        state.jukebox_id = f"jb-{n}"
-        out.append((state.jukebox_id, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)))
+        logic = DeviceLogic(None, scoring=True)
+        logic.state = pickle.loads(sampled[n % len(sampled)])
+        logic.state.jukebox_id = f"jb-{n}"
+        out.append((f"jb-{n}", logic.snapshot()))
     return out
 
 
-def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, bytes]]) -> None:
+def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, tuple]]) -> None:
     """A one-partition recovery directory whose device step (`jukebox.device_features`,
     as `dataflows.live` names it) holds `snapshots`."""
     recovery_dir.mkdir(parents=True)
@@ -105,7 +111,7 @@ def main() -> None:
 
     console.print(f"building {args.samples} day-old device states, copied to {args.jukeboxes:,} jukeboxes ...")
     snapshots = day_old_snapshots(args.jukeboxes, args.samples, start)
-    size = sum(len(raw) for _id, raw in snapshots) / len(snapshots)
+    size = sum(len(snapshot[2]) for _id, snapshot in snapshots) / len(snapshots)
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         write_device_states(workdir / "day-old" / "recovery", snapshots)
@@ -116,6 +122,7 @@ def main() -> None:
         produce_records(stack.kafka_bootstrap,
                         synthetic_records(topics, args.events, args.jukeboxes, start, 1, spacing_s))
         results: dict[str, tuple[Drain, int]] = {}
+        start_to_drained: dict[str, float] = {}
         plays: dict[str, float] = {}
         for label in ("new", "day-old"):
             flow = FlowProcess(stack.kafka_bootstrap, stack.redis_url, topics, f"steady-{label}",
@@ -123,11 +130,12 @@ def main() -> None:
             url = f"http://127.0.0.1:{flow.metrics_port}/metrics"
             started = time.monotonic()
             try:
-                if label == "day-old":  # Bytewax builds every resumed key's state before it runs
+                if label == "day-old":  # Bytewax builds every resumed key's logic before it runs
                     wait_until(lambda url=url: metric_sum(url, "jukebox_entities_in_state", entity="device")
                                >= args.jukeboxes, 900, "the day-old states to load", flow.assert_running)
                     resumed_s = time.monotonic() - started
                 results[label] = (drain([flow], args.events, stack.server_pids), 0)
+                start_to_drained[label] = time.monotonic() - started
             finally:
                 flow.stop()
             results[label] = (results[label][0], dir_bytes(flow.recovery_dir))
@@ -139,11 +147,13 @@ def main() -> None:
 
     table = Table(title=f"`jukebox run`, 1 process, 5 s epochs: {args.events:,} events over "
                         f"{args.jukeboxes:,} jukeboxes (same backlog, same broker and Redis)")
-    for column in ("jukebox state at the start", "events/s", "CPU (100% = one core)", "recovery partition after"):
+    for column in ("jukebox state at the start", "events/s", "CPU (100% = one core)", "start to drained",
+                   "recovery partition after"):
         table.add_column(column, justify="left" if column.startswith("jukebox") else "right")
     for label, (result, disk) in results.items():
         what = "none (new jukeboxes)" if label == "new" else f"a day at 1.2 events/min ({size / 1024:,.1f} KiB snapshot)"
-        table.add_row(what, f"{result.rate:,.0f}", cpu_summary(result), f"{disk / 1e6:,.1f} MB")
+        table.add_row(what, f"{result.rate:,.0f}", cpu_summary(result), f"{start_to_drained[label]:,.1f} s",
+                      f"{disk / 1e6:,.1f} MB")
     console.print(table)
     console.print(f"day-old / new: {results['day-old'][0].rate / results['new'][0].rate:.2f}x the events/s")
     console.print(f"resuming the {args.jukeboxes:,} day-old states took {resumed_s:.1f} s from the process's "

@@ -113,7 +113,7 @@ class ReleasingLogic:
 
     release: IdleSweep | None = None
     on_count: Callable[[int], None] | None = None  # +1 when a state is held, -1 when released
-    state: object = None
+    state: object  # set by every subclass (a property in the feature steps)
 
     def releasable(self, fleet_clock_s: int | None, horizon_s: int) -> bool:
         raise NotImplementedError
