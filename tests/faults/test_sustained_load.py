@@ -31,8 +31,17 @@ the same time, to a sample of jukeboxes with the engine's own update logic, meas
 the state they hold, and scales it to the fleet. RSS may grow by that much plus
 `RSS_SLACK_MIB` (the Kafka consumers' capped prefetch, customers, allocator), no more.
 
+Day-old jukeboxes. With `JUKEBOX_FAULTS_SUSTAIN_DAY_OLD=1` both engines start from a
+recovery directory holding, for each of the 20,000 jukeboxes, a device state built by the
+engine's update logic from a day of traffic at the fleet's rate (as `bench.steady_flow`):
+the fleet as it runs after a day, whose windows are full and whose snapshots are ~19 KiB,
+not a fleet of new jukeboxes. The windows are then full, so the allowance for their fill
+(computed from empty) is an upper bound; the resumed states are unpickled at their first
+event, within the first minute's samples.
+
     pytest tests/faults/test_sustained_load.py -m slow -s
     JUKEBOX_FAULTS_SUSTAIN_S=120 pytest ... -m slow -s   # a shorter run
+    JUKEBOX_FAULTS_SUSTAIN_DAY_OLD=1 pytest ... -m slow -s   # from day-old jukeboxes
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from confluent_kafka import Producer
 
 from bench.feature_flow import cpu_seconds
 from bench.state_memory import device_states
+from bench.steady_flow import day_old_snapshots, write_device_states
 from dataflows.local_stack import LocalStack, create_topics
 from schemas.decoding import decode_event
 from schemas.events import INPUT_CONTRACTS
@@ -66,6 +76,7 @@ LOAD_SHARE = 0.8
 JUKEBOXES = 20_000
 BACKLOG = int(os.environ.get("JUKEBOX_FAULTS_SUSTAIN_BACKLOG", "150000"))  # ~8 events per jukebox
 RAMP_STEP_S = float(os.environ.get("JUKEBOX_FAULTS_RAMP_STEP_S", "60"))
+DAY_OLD = os.environ.get("JUKEBOX_FAULTS_SUSTAIN_DAY_OLD") == "1"
 RAMP_SHARES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # of the backlog drain rate
 SAMPLE_EVERY_S = 10.0
 RSS_SLACK_MIB = 200
@@ -246,8 +257,13 @@ def _p(values: list[float], q: float) -> float:
 def test_80_percent_of_max_rate_for_10_minutes(engines, local_stack, kafka_bootstrap, redis_url, topics,
                                               redis_key_prefix, tmp_path):
     produce_backlog(kafka_bootstrap, topics, BACKLOG, span_s=600)
+    day_old = day_old_snapshots(JUKEBOXES, 100, datetime.now(UTC) - timedelta(seconds=660)) if DAY_OLD else []
+    for workdir in (tmp_path / "engine", tmp_path / "sustain"):
+        if day_old:
+            write_device_states(workdir / "recovery", day_old)
+    del day_old
     engine = engines(kafka_bootstrap, redis_url, topics, redis_key_prefix, snapshot_interval_s=5.0)
-    wait_until(lambda: engine.metric_total("jukebox_events_in_total") > 0, 120, "consumption",
+    wait_until(lambda: engine.metric_total("jukebox_events_in_total") > 0, 300, "consumption",
                check=engine.assert_running)
     started, counted = time.monotonic(), engine.metric_total("jukebox_events_in_total")
     wait_until(lambda: engine.metric_total("jukebox_events_in_total") >= BACKLOG, 900,
@@ -263,7 +279,10 @@ def test_80_percent_of_max_rate_for_10_minutes(engines, local_stack, kafka_boots
         key_prefix = f"{redis_key_prefix}-sustain"
         engine = engines(bootstrap, redis_url, sustained_topics, key_prefix, snapshot_interval_s=5.0,
                          workdir=tmp_path / "sustain")
-        wait_until(lambda: _serving(engine), 120, "the engine's metrics page", check=engine.assert_running)
+        wait_until(lambda: _serving(engine), 300, "the engine's metrics page", check=engine.assert_running)
+        if DAY_OLD:  # resumed before it reads input: the 10 minutes are the steady state's
+            wait_until(lambda: engine.metric_total("jukebox_entities_in_state") >= JUKEBOXES, 300,
+                       "the day-old states to resume", check=engine.assert_running)
         samples = sustain(engine, Backlog(engine, 0), bootstrap, sustained_topics, key_prefix,
                           redis.Redis.from_url(redis_url), rate, {"engine": engine.pid, "broker": broker_pid})
     first = [s for s in samples if s.t <= 60] or samples[:1]
@@ -274,7 +293,8 @@ def test_80_percent_of_max_rate_for_10_minutes(engines, local_stack, kafka_boots
     window_fill = window_fill_mib(rate, SUSTAIN_S)
     cpu = {f"{who}_cpu_first_last_min_pct": f"{_cpu_pct(first, who)}->{_cpu_pct(last, who)}"
            for who in ("engine", "broker")}
-    report("sustained_load", seconds=round(SUSTAIN_S), backlog=BACKLOG, drain_rate_eps=round(drain_rate),
+    report("sustained_load", seconds=round(SUSTAIN_S), day_old=DAY_OLD, backlog=BACKLOG,
+           drain_rate_eps=round(drain_rate),
            ramp=" ".join(ramp), max_rate_eps=round(max_rate),
            offered_eps=round(rate), sent=samples[-1].sent, failed=samples[-1].failed,
            lag_first_min=round(lag_first), lag_last_min=round(lag_last),
