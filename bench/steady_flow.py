@@ -19,10 +19,9 @@ are in: a resumed state is unpickled at its jukebox's first event, a cost of the
 not of the steady state. Printed: events/s and flow CPU per event of each drain, their
 ratio, the time from the process's start to all drained (resume, warm-up and backlog), the
 recovery partition's size after each, and how long the day-old process took to resume its
-states before reading input. The backlog's jukeboxes get
-`--events / --jukeboxes` events each, their event time advancing at the fleet's rate per
-jukebox (1.2 a minute); with the defaults a 5-second epoch touches most of them once, as
-the fleet's epochs do.
+states before reading input. The backlog's jukeboxes get `--events / --jukeboxes` events
+each, their event time advancing at the fleet's rate per jukebox (1.2 a minute); with the
+defaults a 5-second epoch touches most of them once, as the fleet's epochs do.
 
     python -m bench.steady_flow [--events 100000] [--jukeboxes 40000] [--samples 100]
 """
