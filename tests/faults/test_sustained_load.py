@@ -257,11 +257,11 @@ def _p(values: list[float], q: float) -> float:
 def test_80_percent_of_max_rate_for_10_minutes(engines, local_stack, kafka_bootstrap, redis_url, topics,
                                               redis_key_prefix, tmp_path):
     produce_backlog(kafka_bootstrap, topics, BACKLOG, span_s=600)
-    day_old = day_old_snapshots(JUKEBOXES, 100, datetime.now(UTC) - timedelta(seconds=660)) if DAY_OLD else []
-    for workdir in (tmp_path / "engine", tmp_path / "sustain"):
-        if day_old:
+    if DAY_OLD:  # the states end before the backlog's event times begin
+        day_old = day_old_snapshots(JUKEBOXES, 100, datetime.now(UTC) - timedelta(seconds=660))
+        for workdir in (tmp_path / "engine", tmp_path / "sustain"):  # the ramp's engine, the sustained one
             write_device_states(workdir / "recovery", day_old)
-    del day_old
+        del day_old  # ~400 MB of snapshots, not needed while the engines run
     engine = engines(kafka_bootstrap, redis_url, topics, redis_key_prefix, snapshot_interval_s=5.0)
     wait_until(lambda: engine.metric_total("jukebox_events_in_total") > 0, 300, "consumption",
                check=engine.assert_running)
