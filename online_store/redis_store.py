@@ -207,11 +207,11 @@ class RedisFeatureStore:
     def _packed_upsert(self, row: EncodedRow, written_ms: str) -> bytes:
         """The EVALSHA of one row in RESP, built as text and encoded once. Packed here
         rather than by redis-py's pipeline: 6 instead of 25 ms per 1,000 device rows."""
-        parts = [f"*{9 + 2 * len(row.sets) + len(row.deletes)}\r\n", _UPSERT_HEAD,
+        parts = [f"*{9 + 2 * len(row.set_names) + len(row.deletes)}\r\n", _UPSERT_HEAD,
                  _bulk(entity_key(self.key_prefix, row.entity, row.entity_id)),
                  _bulk(str(row.version)), _bulk(str(row.as_of_ms)), written_ms,
-                 self._ttl_ms[row.entity], _bulk(str(len(row.sets)))]
-        for name, text in row.sets:
+                 self._ttl_ms[row.entity], _bulk(str(len(row.set_names)))]
+        for name, text in zip(row.set_names, row.set_texts, strict=True):
             parts.append(_constant(name))
             parts.append(_bulk(text))
         parts.extend(_constant(name) for name in row.deletes)

@@ -118,6 +118,80 @@ def test_a_row_names_fields_to_set_and_fields_to_delete():
     assert (row.version, row.as_of_ms) == (3, utc_ms(T0))
 
 
+def _reference_row(row: FeatureRow) -> tuple[tuple, tuple] | type[ValueError]:
+    """Field by field with `encoded_value`: what `encoded_row` must equal (or ValueError)."""
+    sets, deletes = [], []
+    for name, value in row.values.items():
+        if value is None:
+            deletes.append(name)
+            continue
+        try:
+            sets.append((name, encoded_value(FEATURES[name], value)))
+        except (TypeError, ValueError):
+            return ValueError
+    return tuple(sets), tuple(deletes)
+
+
+def _assert_encodes_as_reference(row: FeatureRow) -> None:
+    expected = _reference_row(row)
+    if expected is ValueError:
+        with pytest.raises(ValueError, match=row.entity_id):
+            encoded_row(row)
+        return
+    encoded = encoded_row(row)
+    assert (encoded.sets, encoded.deletes) == expected
+    assert encoded.field_names == set(row.values)
+
+
+_VALUES = {
+    "int": st.one_of(st.none(), st.integers(), st.integers(-10, 10**6), st.booleans(), st.floats()),
+    "float": st.one_of(st.none(), st.floats(), st.floats(-1e6, 1e6), st.integers(), st.booleans()),
+    "currency_map": st.one_of(
+        st.none(), st.just("{}"), st.just('{"KES":"12.50","XOF":"1500"}'), st.just('{"KES":"1e3"}'),
+        st.dictionaries(st.sampled_from(["KES", "XOF", "kes", "US"]),
+                        st.one_of(st.integers(), st.from_regex(r"-?[0-9]{1,4}(\.[0-9]{1,2})?", fullmatch=True)),
+                        max_size=3).map(lambda d: __import__("orjson").dumps(d).decode())),
+}
+
+
+@given(st.sampled_from(["device", "customer"]).flatmap(lambda entity: st.tuples(
+    st.just(entity),
+    st.lists(st.sampled_from([f for f in FEATURE_LIST if f.entity == entity]), unique=True).flatmap(
+        lambda features: st.fixed_dictionaries({f.name: _VALUES[f.value_type] for f in features})))))
+def test_rows_encode_as_their_fields_do_one_by_one(entity_values):
+    # encoded_row encodes a row's numbers in one call when it can (store_format.RowPlan);
+    # whatever the values, the result (or the refusal) is that of each field on its own.
+    entity, values = entity_values
+    _assert_encodes_as_reference(FeatureRow(entity, "jb-7", 1, T0, values))
+
+
+@pytest.mark.parametrize("odd", [
+    math.nan, math.inf, -math.inf, 1e-05, -2.5e-07, 5e-324, 1.5e16, -0.0, 2**70, -(2**64), True, 3,
+])
+def test_a_row_with_one_odd_number_among_plain_ones_encodes_as_its_fields(odd):
+    values = {"device_plays_1h": 4, "device_top_song_share_1h": 0.25, "device_speed_kmh_last": odd,
+              "device_revenue_by_currency_24h": '{"KES":"12.50"}', "device_venue_distance_km_last": None}
+    _assert_encodes_as_reference(FeatureRow("device", "jb-6", 1, T0, values))
+    _assert_encodes_as_reference(FeatureRow("device", "jb-6", 1, T0, {**values, "device_plays_5m": odd}))
+
+
+def test_floats_of_every_magnitude_encode_as_repr():
+    # The one-call path must print every double as `repr` does (FORMAT.md), including
+    # those whose text it hands back to the field-by-field path (exponents, subnormals).
+    import random
+    import struct
+
+    draw = random.Random(20261203)
+    floats = [f.name for f in FEATURE_LIST if f.entity == "device" and f.value_type == "float"]
+    for i in range(4000):
+        if i % 2:
+            values = [struct.unpack("d", struct.pack("Q", draw.getrandbits(64)))[0] for _ in floats]
+        else:
+            values = [draw.random() * 10.0 ** draw.randint(-8, 20) * draw.choice([1, -1]) for _ in floats]
+        row = FeatureRow("device", "jb-8", 1, T0, dict(zip(floats, values, strict=True)))
+        _assert_encodes_as_reference(row)
+
+
 def test_bad_rows_say_which_entity_and_what_is_wrong():
     with pytest.raises(ValueError, match=r"jb:device:v1:jb-9: 'customer_payments_10m' is not a declared"):
         encoded_row(FeatureRow("device", "jb-9", 1, T0, {"customer_payments_10m": 1}))
