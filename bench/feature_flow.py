@@ -12,7 +12,12 @@ Everything runs in one go on the same embedded broker and Redis:
    jukebox's latency is its Redis `_written_ms` minus the send time of its last event
    (p50/p99 over jukeboxes);
 4. scale-out: a 2-process cluster (`jukebox run -i/-a`) drains the same backlog again,
-   into a fresh key prefix: what the second process adds.
+   into a fresh key prefix: what the second process adds;
+5. apart: two independent `jukebox run` processes (no cluster), each on topics of its
+   own holding half the backlog's events over half its jukeboxes: what partitioning the
+   fleet by jukebox across processes would give without the cluster's exchange between
+   them. Not a mode the engine offers: customers, venues and the fleet's anomaly detector
+   span jukeboxes, so it would need repartition topics (docs/operations.md).
 
 Each drain also reports the CPU each process used while it ran (flow processes, broker,
 Redis; from /proc, so Linux only): whether a rate is bound by the flow or by its
@@ -234,6 +239,18 @@ def main() -> None:
         finally:
             for process in pair:
                 process.stop()
+        halves = [Topics(f"bench-{half}.") for half in "ab"]
+        create_topics({"bootstrap.servers": stack.kafka_bootstrap}, [*halves[0].specs(), *halves[1].specs()])
+        for seed, half in enumerate(halves, start=2):
+            produce_records(stack.kafka_bootstrap,
+                            synthetic_records(half, args.events // 2, args.jukeboxes // 2, start, seed, 0.02))
+        apart = [FlowProcess(stack.kafka_bootstrap, stack.redis_url, half, f"bench-{i}", Path(workdir) / f"apart{i}",
+                             snapshot_interval_s=5.0).start() for i, half in enumerate(halves)]
+        try:
+            independent = drain(apart, args.events // 2 * 2, stack.server_pids)
+        finally:
+            for process in apart:
+                process.stop()
         used_memory = client.info("memory")["used_memory"]
         keys = client.dbsize()
 
@@ -247,6 +264,10 @@ def main() -> None:
     table.add_row("feature flow: backlog drain, 2 processes", f"{two.rate:,.0f} ev/s ({two.seconds:.1f}s)")
     table.add_row("  CPU while draining", cpu_summary(two))
     table.add_row("what the second process adds (2 / 1 process)", f"{two.rate / one.rate:.2f}x")
+    table.add_row("2 independent processes, half the jukeboxes each", f"{independent.rate:,.0f} ev/s "
+                  f"({independent.seconds:.1f}s)")
+    table.add_row("  CPU while draining", cpu_summary(independent))
+    table.add_row("what they add (2 apart / 1 process)", f"{independent.rate / one.rate:.2f}x")
     table.add_row("fleet peak target", "20,000 ev/s")
     if latencies:
         q = statistics.quantiles(latencies, n=100)
