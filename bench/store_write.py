@@ -2,8 +2,9 @@
 
 The store pays for its guarantees (the event-time-guarded Lua upsert, TTLs, encoding);
 the raw pipeline of plain HSETs is the floor any Redis writer pays. Printed: rows/s of
-each and their ratio, for 1,000-row batches of every device feature, and the CPU the
-writing process spent per row (what the engine pays; Redis's own work is not in it).
+each and their ratio, for 1,000-row batches of every device feature, the CPU the writing
+process spent per row (what the engine pays; Redis's own work is not in it) and Redis's
+own time per row (INFO commandstats: the upsert script, or the HSET).
 
     python -m bench.store_write [--batches 50]
 """
@@ -45,11 +46,14 @@ def main() -> None:
         client = redis.Redis.from_url(stack.redis_url)
         store = RedisFeatureStore(client, "bench")
         written = T0 + timedelta(seconds=5)
+        client.config_resetstat()  # the server's time per command, from INFO commandstats
         started, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             store.write(batch, written)
         store_rate = rows / (time.perf_counter() - started)
         store_cpu_us = (time.process_time() - cpu) / rows * 1e6
+        store_server_us = client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+        client.config_resetstat()
         started, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             pipe = client.pipeline(transaction=False)
@@ -58,12 +62,14 @@ def main() -> None:
             pipe.execute()
         raw_rate = rows / (time.perf_counter() - started)
         raw_cpu_us = (time.process_time() - cpu) / rows * 1e6
+        raw_server_us = client.info("commandstats")["cmdstat_hset"]["usec_per_call"]
     table = Table(title=f"{rows:,} device rows in 1,000-row batches")
-    for column in ("writer", "rows/s", "vs raw pipeline", "writer CPU µs/row"):
+    for column in ("writer", "rows/s", "vs raw pipeline", "writer CPU µs/row", "Redis µs/row"):
         table.add_column(column, justify="right" if column != "writer" else "left")
-    table.add_row("raw redis-py pipeline (HSET)", f"{raw_rate:,.0f}", "1.00", f"{raw_cpu_us:.1f}")
+    table.add_row("raw redis-py pipeline (HSET)", f"{raw_rate:,.0f}", "1.00", f"{raw_cpu_us:.1f}",
+                  f"{raw_server_us:.1f}")
     table.add_row("RedisFeatureStore.write (guarded)", f"{store_rate:,.0f}", f"{store_rate / raw_rate:.2f}",
-                  f"{store_cpu_us:.1f}")
+                  f"{store_cpu_us:.1f}", f"{store_server_us:.1f}")
     Console().print(table)
 
 

@@ -20,11 +20,10 @@ if stored then
   end
 end
 local n = tonumber(ARGV[5])
-local fields = {'_version', ARGV[1], '_as_of_ms', ARGV[2], '_written_ms', ARGV[3]}
-for i = 6, 5 + 2 * n do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+-- The pairs straight from ARGV (unpack last, so it expands in full): copying them into
+-- a table first took 17.5-20.9 µs a row against 14.9-18.4 (bench.store_write).
+redis.call('HSET', KEYS[1], '_version', ARGV[1], '_as_of_ms', ARGV[2], '_written_ms', ARGV[3],
+           unpack(ARGV, 6, 5 + 2 * n))
 if #ARGV > 5 + 2 * n then
   redis.call('HDEL', KEYS[1], unpack(ARGV, 6 + 2 * n))
 end
