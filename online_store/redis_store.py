@@ -6,10 +6,11 @@ Layout, encoding and guard are specified in online_store/FORMAT.md.
 Writes: every row of a micro-batch is one EVALSHA of online_store/upsert.lua, all
 sent as one pipeline (one write, then every reply read: one round trip, no MULTI;
 an unpipelined redis-py command costs ~128 µs). The script compares as-of event
-times and writes inside Redis, atomically, so replays never roll a value back. Measured on one local Valkey: ~21,000 device rows/s (20 features)
-and ~44,000 customer rows/s per writer in 1,000-row batches; the server spends
-~15-18 µs per device row (`bench.store_write` prints it), a plain HSET ~4-6. A single-node client (redis.Redis) is assumed: for Redis
-Cluster, batches would have to be split by hash slot.
+times and writes inside Redis, atomically, so replays never roll a value back.
+Measured on one local Valkey: ~21,000 device rows/s (20 features) and ~44,000
+customer rows/s per writer in 1,000-row batches; the server spends ~15-18 µs per
+device row (`bench.store_write` prints it), a plain HSET ~4-6. A single-node client
+(redis.Redis) is assumed: for Redis Cluster, batches would have to be split by hash slot.
 
 Retries: ConnectionError/TimeoutError are retried with capped exponential backoff,
 `attempts` times in all, then `StoreUnavailableError` is raised: a batch is never

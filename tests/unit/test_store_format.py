@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
+import struct
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +23,7 @@ from online_store.store_format import (
     entity_key,
     entity_key_pattern,
     key_ttl_s,
+    row_plan,
     utc_from_ms,
     utc_ms,
 )
@@ -150,7 +154,7 @@ _VALUES = {
         st.none(), st.just("{}"), st.just('{"KES":"12.50","XOF":"1500"}'), st.just('{"KES":"1e3"}'),
         st.dictionaries(st.sampled_from(["KES", "XOF", "kes", "US"]),
                         st.one_of(st.integers(), st.from_regex(r"-?[0-9]{1,4}(\.[0-9]{1,2})?", fullmatch=True)),
-                        max_size=3).map(lambda d: __import__("orjson").dumps(d).decode())),
+                        max_size=3).map(lambda d: orjson.dumps(d).decode())),
 }
 
 
@@ -176,20 +180,22 @@ def test_a_row_with_one_odd_number_among_plain_ones_encodes_as_its_fields(odd):
 
 
 def test_floats_of_every_magnitude_encode_as_repr():
-    # The one-call path must print every double as `repr` does (FORMAT.md), including
-    # those whose text it hands back to the field-by-field path (exponents, subnormals).
-    import random
-    import struct
-
+    # The one-call path must print every double as `repr` does (FORMAT.md). Even rows hold
+    # magnitudes that print without an exponent (most take the one-call path, checked),
+    # odd rows random bit patterns (exponents, subnormals: handed back field by field).
     draw = random.Random(20261203)
     floats = [f.name for f in FEATURE_LIST if f.entity == "device" and f.value_type == "float"]
+    planned = 0
     for i in range(4000):
         if i % 2:
             values = [struct.unpack("d", struct.pack("Q", draw.getrandbits(64)))[0] for _ in floats]
         else:
-            values = [draw.random() * 10.0 ** draw.randint(-8, 20) * draw.choice([1, -1]) for _ in floats]
+            values = [draw.random() * 10.0 ** draw.randint(-3, 15) * draw.choice([1, -1]) for _ in floats]
         row = FeatureRow("device", "jb-8", 1, T0, dict(zip(floats, values, strict=True)))
         _assert_encodes_as_reference(row)
+        plan = row_plan("device", tuple(row.values), tuple(map(type, row.values.values())))
+        planned += plan.texts(row.values) is not None
+    assert planned > 1500, planned
 
 
 def test_bad_rows_say_which_entity_and_what_is_wrong():
