@@ -17,7 +17,7 @@ Everything runs in one go on the same embedded broker and Redis:
    own holding half the backlog's events over half its jukeboxes: what partitioning the
    fleet by jukebox across processes would give without the cluster's exchange between
    them. Not a mode the engine offers: customers, venues and the fleet's anomaly detector
-   span jukeboxes, so it would need repartition topics (docs/operations.md).
+   span jukeboxes, so it would need repartition topics (docs/scaling.md).
 
 Each drain also reports the CPU each process used while it ran (flow processes, broker,
 Redis; from /proc, so Linux only): whether a rate is bound by the flow or by its
