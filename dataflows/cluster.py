@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from dataflows.live import ConfigurationError, live_flow
+from dataflows.live import ConfigurationError, cluster_member, live_flow
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.settings import JukeboxSettings
 
@@ -28,7 +28,8 @@ except ValueError as exc:  # pydantic names the variable and the problem, never 
     _fail(f"invalid JUKEBOX_* configuration: {exc}")
 
 try:
-    flow = live_flow(settings)
+    member, members = cluster_member(sys.argv[1:])
+    flow = live_flow(settings, member=member, members=members)
 except ConfigurationError as exc:
     _fail(str(exc))
 

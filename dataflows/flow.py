@@ -92,7 +92,7 @@ def as_raw_record(item: Any) -> RawRecord:
 
 
 def raw_records(batch: list) -> Iterator[RawRecord]:
-    """A source batch's records; an idle partition's `IdleTick`s are left out (they only
+    """A source batch's records; an idle source's `IdleTick`s are left out (they only
     give the step that routes records, and runs the release sweep, its turn)."""
     return (as_raw_record(item) for item in batch if type(item) is not IdleTick)
 

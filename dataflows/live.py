@@ -7,6 +7,7 @@ dataflows.cluster:flow` (Kubernetes) or `jukebox run` (everything else) runs it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import stat
@@ -23,7 +24,7 @@ from dataflows.feature_sink import FeatureStoreSink
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.fraud_steps import FraudConfig
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
-from dataflows.kafka_source import LaggingKafkaSource
+from dataflows.kafka_source import ArrivalOrderedKafkaSource
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
 from dataflows.recovery_partitions import create_partitions
@@ -180,7 +181,10 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
                        keep_policy_threshold=threshold is not None, drift=drift)
 
 
-def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Dataflow:
+def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, member: int = 0,
+              members: int = 1) -> Dataflow:
+    """The live flow of process `member` of `members`: it reads its share of the input
+    partitions (kafka_source.py)."""
     if not settings.kafka.bootstrap:
         raise ConfigurationError("JUKEBOX_KAFKA_BOOTSTRAP is not set (or run `jukebox demo`)")
     redis_url(settings)  # fail before anything is built
@@ -196,9 +200,12 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Da
     config = replace(flow_config(settings), fraud=fraud_config(settings, metrics), recs=recs)
     kafka_config = settings.kafka.client_config()
     consumer_config = {k: v for k, v in kafka_config.items() if k != "bootstrap.servers"}
-    source = LaggingKafkaSource(
-        [settings.kafka.bootstrap], list(config.topics.inputs), tail=True,
-        add_config=consumer_config, batch_size=settings.flow.batch_size, metrics=metrics,
+    flow_settings = settings.flow
+    source = ArrivalOrderedKafkaSource(
+        [settings.kafka.bootstrap], list(config.topics.inputs), add_config=consumer_config,
+        batch_size=flow_settings.batch_size, metrics=metrics, member=member, members=members,
+        max_lead_ms=round(flow_settings.input_max_lead_s * 1000) if flow_settings.input_alignment else None,
+        stall_s=flow_settings.input_stall_s,
     )
     outputs = FlowOutputs(
         features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),
@@ -208,6 +215,22 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS) -> Da
         ),
     )
     return build_flow("jukebox", source, outputs, config, metrics_observers(metrics))
+
+
+def cluster_member(argv: list[str]) -> tuple[int, int]:
+    """(process id, process count) from `bytewax.run`'s own arguments: each process reads
+    its share of the input partitions.
+
+    >>> cluster_member(["dataflows.cluster:flow", "-i", "1", "-a", "a:1;b:1;c:1", "-w", "1"])
+    (1, 3)
+    >>> cluster_member(["dataflows.cluster:flow"])
+    (0, 1)
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-i", "--process-id", type=int, default=0)
+    parser.add_argument("-a", "--addresses", default="")
+    known, _ = parser.parse_known_args(argv)
+    return known.process_id, max(1, len([a for a in known.addresses.split(";") if a]))
 
 
 def redis_url(settings: JukeboxSettings) -> str:

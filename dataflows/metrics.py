@@ -84,6 +84,14 @@ class EngineMetrics:
             "jukebox_kafka_consumer_lag_messages",
             "High watermark minus the next offset to read, per assigned partition",
             ["topic", "partition"], registry=r)
+        self.input_alignment_waits = Counter(
+            "jukebox_input_alignment_waits_total",
+            "Polls cut short to wait for a partition behind the others (input_alignment.py), by its topic",
+            ["topic"], registry=r)
+        self.input_alignment_stalls = Counter(
+            "jukebox_input_alignment_stalls_total",
+            "Times a partition behind the others emitted nothing for the stall time and stopped holding them back",
+            ["topic", "partition"], registry=r)
         # Online store
         self.redis_write_batches = Counter(
             "jukebox_redis_write_batches_total", "Pipelined feature writes sent to Redis",

@@ -46,7 +46,7 @@ def run_command(
     workers = workers or settings.flow.workers
     address_list = addresses.split(";") if addresses else None
     try:
-        flow = live_flow(settings)
+        flow = live_flow(settings, member=process_id or 0, members=len(address_list) if address_list else 1)
         check_store_reachable(settings)
         recovery = recovery_config(recovery_dir or settings.flow.recovery_dir,
                                    partitions=workers * (len(address_list) if address_list else 1))

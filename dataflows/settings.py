@@ -100,6 +100,19 @@ class FlowSettings(_Part):
         default=24 * 3600, description="Extra fleet-clock time before idle state is released, "
         "for input partitions consumed unevenly (e.g. one partition's backlog after an outage)"
     )
+    input_alignment: bool = Field(
+        default=True, description="Merge the process's input partitions in arrival order (Kafka "
+        "timestamps), waiting for a partition behind the others, so a backlog is applied in "
+        "arrival order across topics (dataflows/input_alignment.py); false: never wait"
+    )
+    input_max_lead_s: float = Field(
+        default=5.0, ge=0, description="How far past the last record of a partition that may still "
+        "deliver earlier ones a record may go out"
+    )
+    input_stall_s: float = Field(
+        default=10.0, gt=0, description="A partition behind the others that stays empty this long "
+        "(wall clock) stops holding them back"
+    )
 
 
 class ModelSettings(_Part):

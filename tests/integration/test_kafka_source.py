@@ -1,18 +1,31 @@
-"""The live source against the real broker: records, then an `IdleTick` once a second of
-nothing, so the idle-state sweep (run where records are routed) still gets its turn."""
+"""The live source against the real broker: every owned partition read by one consumer
+and emitted in arrival order; offsets resumed; an `IdleTick` once a second of nothing, so
+the idle-state sweep (run where records are routed) still gets its turn."""
 
 from __future__ import annotations
 
 import time
 from itertools import pairwise
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Producer
 from prometheus_client import CollectorRegistry
 
 from dataflows.idle_state import IDLE_TICK_S, IdleTick
-from dataflows.kafka_source import LaggingKafkaSource
+from dataflows.kafka_source import ArrivalOrderedKafkaSource
 from dataflows.metrics import EngineMetrics
 from schemas.topics import Topics
+from tests.integration.slow_fetch import slowed
+
+T0_MS = 1_795_795_200_000
+
+
+def _source(bootstrap: str, topics: list[str], **kwargs) -> ArrivalOrderedKafkaSource:
+    return ArrivalOrderedKafkaSource([bootstrap], topics, metrics=kwargs.pop("metrics", None)
+                                     or EngineMetrics(CollectorRegistry()), **kwargs)
+
+
+def _part(source: ArrivalOrderedKafkaSource, resume=None):
+    return source.build_part("records", source.list_parts()[0], resume)
 
 
 def _drain(part, seconds: float) -> list[tuple[float, object]]:
@@ -25,24 +38,24 @@ def _drain(part, seconds: float) -> list[tuple[float, object]]:
     return items
 
 
-def _records_until(part, count: int, timeout_s: float = 15.0) -> list:
+def _records_until(part, count: int, timeout_s: float = 15.0, on_poll=None) -> list:
     """Poll until `count` records came (ticks, while the consumer connects, left out)."""
     records: list = []
     ended = time.monotonic() + timeout_s
     while len(records) < count and time.monotonic() < ended:
         records.extend(item for item in part.next_batch() if type(item) is not IdleTick)
-        time.sleep(0.01)
+        if on_poll is not None:
+            on_poll(part)
+        time.sleep(0.001)
     return records
 
 
-def test_an_idle_partition_sends_a_tick_a_second_and_records_otherwise(kafka_bootstrap: str, topics: Topics):
+def test_an_idle_source_sends_a_tick_a_second_and_records_otherwise(kafka_bootstrap: str, topics: Topics):
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for n in range(5):
         producer.produce(topics.plays, key=b"jb-1", value=b'{"n": %d}' % n, partition=0)
     assert producer.flush(10) == 0
-    source = LaggingKafkaSource([kafka_bootstrap], [topics.plays], tail=True, batch_size=100,
-                               metrics=EngineMetrics(CollectorRegistry()))
-    part = source.build_part("records", f"0-{topics.plays}", None)
+    part = _part(_source(kafka_bootstrap, [topics.plays], batch_size=100))
     try:
         assert [r.value for r in _records_until(part, 5)] == [b'{"n": %d}' % n for n in range(5)]
 
@@ -59,17 +72,106 @@ def test_an_idle_partition_sends_a_tick_a_second_and_records_otherwise(kafka_boo
         part.close()
 
 
-def test_each_partition_prefetches_at_most_a_few_megabytes_unless_configured(kafka_bootstrap: str,
-                                                                           topics: Topics):
-    # librdkafka's default queue (64 MB or 100,000 messages per partition consumer) made the
+def test_the_consumer_prefetches_at_most_some_megabytes_unless_configured(kafka_bootstrap: str, topics: Topics):
+    # librdkafka's default queue (64 MB or 100,000 messages per partition) made the
     # engine's memory grow with the lag behind a backlog.
-    metrics = EngineMetrics(CollectorRegistry())
-    capped = LaggingKafkaSource([kafka_bootstrap], [topics.plays], metrics=metrics)
-    assert capped._add_config["queued.max.messages.kbytes"] == 4096
+    capped = _source(kafka_bootstrap, [topics.plays])
+    assert capped._add_config["queued.max.messages.kbytes"] == 16384
     assert capped._add_config["statistics.interval.ms"] == 0
-    configured = LaggingKafkaSource([kafka_bootstrap], [topics.plays], metrics=metrics,
-                                    add_config={"queued.max.messages.kbytes": 1024, "client.id": "x"})
+    configured = _source(kafka_bootstrap, [topics.plays],
+                         add_config={"queued.max.messages.kbytes": 1024, "client.id": "x"})
     assert configured._add_config["queued.max.messages.kbytes"] == 1024
     assert configured._add_config["client.id"] == "x"
-    part = configured.build_part("records", f"0-{topics.plays}", None)  # librdkafka accepts it
-    part.close()
+    _part(configured).close()  # librdkafka accepts it
+
+
+def test_each_process_of_a_cluster_reads_its_own_share_of_the_partitions(kafka_bootstrap: str, topics: Topics):
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for partition in range(8):
+        producer.produce(topics.plays, key=b"k", value=b"%d" % partition, partition=partition)
+    assert producer.flush(10) == 0
+    read = []
+    for member in (0, 1):
+        source = _source(kafka_bootstrap, [topics.plays], member=member, members=2)
+        assert source.list_parts() == [f"inputs-{member}of2"]
+        part = _part(source)
+        try:
+            read.append(sorted(r.partition for r in _records_until(part, 4)))
+        finally:
+            part.close()
+    assert read == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def _produce_history(bootstrap: str, topics: Topics) -> None:
+    """An hour of arrivals: a play every second on plays/0, a payment every 10 s on payments/0."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for second in range(3600):
+        producer.produce(topics.plays, key=b"jb-1", value=b"p%d" % second, partition=0,
+                         timestamp=T0_MS + second * 1000)
+        if second % 10 == 0:
+            producer.produce(topics.payments, key=b"jb-1", value=b"$%d" % second, partition=0,
+                             timestamp=T0_MS + second * 1000)
+    assert producer.flush(30) == 0
+
+
+def _overtaken_by_ms(emitted: list) -> int:
+    """The most any record's Kafka timestamp was behind one emitted before it from another topic."""
+    newest: dict[str, int] = {}
+    worst = 0
+    for record in emitted:
+        ms = record.timestamp_ms
+        ahead = max((t for topic, t in newest.items() if topic != record.topic), default=ms)
+        worst = max(worst, ahead - ms)
+        newest[record.topic] = max(newest.get(record.topic, ms), ms)
+    return worst
+
+
+def test_topics_fetched_unevenly_are_emitted_in_arrival_order(kafka_bootstrap: str, topics: Topics):
+    _produce_history(kafka_bootstrap, topics)
+    overtaken, paused = {}, {}
+    for name, lead in (("aligned", 5_000), ("unaligned", None)):
+        metrics = EngineMetrics(CollectorRegistry())
+        source = _source(kafka_bootstrap, [topics.plays, topics.payments], batch_size=50, max_lead_ms=lead,
+                         metrics=metrics)
+        part = slowed(_part(source), topics.payments, per_poll=1)
+        paused_sizes: list[int] = []
+        try:
+            emitted = _records_until(part, 3960, timeout_s=60, on_poll=lambda p, seen=paused_sizes:
+                                     seen.append(len(p._paused)))
+        finally:
+            part.close()
+        assert len(emitted) == 3960
+        for topic in (topics.plays, topics.payments):  # each partition in offset order, once
+            offsets = [r.offset for r in emitted if r.topic == topic]
+            assert offsets == list(range(len(offsets)))
+        overtaken[name], paused[name] = _overtaken_by_ms(emitted), max(paused_sizes)
+        if lead is not None:
+            assert metrics.registry.get_sample_value("jukebox_input_alignment_waits_total",
+                                                     {"topic": topics.payments}) > 0
+    print(f"most a record was overtaken by another topic: {overtaken}; partitions paused at most: {paused}")
+    assert overtaken["aligned"] <= 5_000
+    assert overtaken["unaligned"] > 60_000  # without waiting, the plays run far ahead
+    assert paused["unaligned"] == 0 < paused["aligned"]  # the plays partition waited, paused
+
+
+def test_a_restart_resumes_after_the_last_record_emitted(kafka_bootstrap: str, topics: Topics):
+    _produce_history(kafka_bootstrap, topics)
+    source = _source(kafka_bootstrap, [topics.plays, topics.payments], batch_size=100)
+    part = slowed(_part(source), topics.payments, per_poll=1)
+    try:
+        first = _records_until(part, 1000, timeout_s=30)
+        resume = part.snapshot()
+    finally:
+        part.close()
+    read_from = {lane: offset for lane, offset in resume.items() if offset != OFFSET_BEGINNING}
+    assert read_from == {(topics.plays, 0): sum(r.topic == topics.plays for r in first),
+                         (topics.payments, 0): sum(r.topic == topics.payments for r in first)}
+    assert len(resume) == 16  # every owned partition, those never read from their beginning
+    part = _part(source, resume)  # fetched but not emitted before: read again
+    try:
+        rest = _records_until(part, 3960 - len(first), timeout_s=30)
+        assert part.next_batch() in ([], [IdleTick()])
+    finally:
+        part.close()
+    assert sorted((r.topic, r.offset) for r in first + rest) == sorted(
+        [(topics.plays, n) for n in range(3600)] + [(topics.payments, n) for n in range(360)])
