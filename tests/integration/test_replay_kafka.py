@@ -158,8 +158,9 @@ class _FlowWithoutRegistry(FlowProcess):
 def test_the_live_flow_and_a_replay_of_its_input_agree(kafka_bootstrap, redis_url, topics, redis_key_prefix,
                                                        tmp_path):
     """Features and dead letters are identical. Rule alerts are compared by id, within a bound:
-    the live source interleaves a jukebox's plays, payments and locations (three topics) in
-    fetch order, not timestamp order, and an alert fires on the row after one event."""
+    the live source merges a jukebox's plays, payments and locations (three topics) in
+    arrival order but may swap records within its lead (5 s), and an alert fires on the row
+    after one event."""
     records = list(simulation(seed=33).records())
     publish(kafka_bootstrap, topics, [r for r in records if r.topic_attr == "venues"])
     flow = _FlowWithoutRegistry(kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path).start()
@@ -189,8 +190,7 @@ def test_the_live_flow_and_a_replay_of_its_input_agree(kafka_bootstrap, redis_ur
     same_flagged = len(live_flagged & replay_flagged) / len(live_flagged | replay_flagged)
     print(f"rule alerts: live {len(live_ids)}, replay {len(replay_ids)}, same ids {same_ids:.0%}, "
           f"same (jukebox, reason) {same_conditions:.0%}, same jukeboxes {same_flagged:.0%}")
-    # Alerts follow the order a jukebox's three topics interleave on arrival, which the live
-    # source does not share with the replay (docs/reliability.md, known gaps): measured here
-    # 84-100 % of (jukebox, reason) pairs alike over ~20 alerts. The bounds catch a broken
-    # replay, not that gap.
-    assert len(replay_ids) > 10 and same_conditions >= 0.7 and same_flagged >= 0.75
+    # Measured here over ~20 alerts: 84-100 % of (jukebox, reason) pairs alike while the live
+    # source read each partition on its own; 100 % of ids, twice, since it merges them in
+    # arrival order (2026-12-03). The bounds leave room for swaps within the lead.
+    assert len(replay_ids) > 10 and same_conditions >= 0.9 and same_flagged >= 0.9
