@@ -83,10 +83,6 @@ class ArrivalMerge:
     def buffered(self, lane: Hashable) -> int:
         return len(self._lanes[lane].buffer)
 
-    def first_buffered(self, lane: Hashable) -> object | None:
-        buffer = self._lanes[lane].buffer
-        return buffer[0][1] if buffer else None
-
     def take(self, limit: int, now: float, at_head: Callable[[Hashable], bool]) -> list:
         """Up to `limit` records in timestamp order; `at_head(lane)`: nothing more to read there."""
         self.waited_for = None
@@ -104,7 +100,7 @@ class ArrivalMerge:
         out: list = []
         lanes = self._lanes
         while heads and len(out) < limit:
-            ms, order, lane = heads[0]
+            _, order, lane = heads[0]
             state = lanes[lane]
             stamped, record = state.buffer[0]
             if stamped is not None and wait_ms is not None and stamped > wait_ms + lead:
