@@ -177,15 +177,18 @@ class _ArrivalOrderedPartition(StatefulSourcePartition):
         """Nothing more to read in the partition, as far as the last fetch told."""
         if lane in self._ended:
             return True
+        offset, high = self._position(lane)
+        return 0 <= offset and high <= offset
+
+    def _position(self, lane: Lane) -> tuple[int, int]:
+        """(next offset to emit, high watermark) as the last fetch told; negative: not known."""
         low, high = self._consumer.get_watermark_offsets(TopicPartition(*lane), cached=True)
         if high < 0:
-            return False  # nothing fetched yet
+            return -1, -1  # nothing fetched yet
         offset = self._next[lane]
         if offset == OFFSET_BEGINNING:
-            offset = low
-        elif offset == OFFSET_END:
-            offset = high
-        return 0 <= offset and high <= offset
+            return low, high
+        return (high if offset == OFFSET_END else offset), high
 
     def _pace(self, fetched: dict) -> None:
         """Pause a partition far ahead of the merge; resume it once it has drained."""
@@ -200,7 +203,6 @@ class _ArrivalOrderedPartition(StatefulSourcePartition):
 
     def _report_lag(self) -> None:
         for lane, gauge in self._lag.items():
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(*lane), cached=True)
-            offset = self._next[lane]
-            if high >= 0 and offset >= 0:
+            offset, high = self._position(lane)
+            if offset >= 0:
                 gauge.set(max(0, high - offset))

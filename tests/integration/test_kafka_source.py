@@ -156,13 +156,18 @@ def test_topics_fetched_unevenly_are_emitted_in_arrival_order(kafka_bootstrap: s
 
 def test_a_restart_resumes_after_the_last_record_emitted(kafka_bootstrap: str, topics: Topics):
     _produce_history(kafka_bootstrap, topics)
-    source = _source(kafka_bootstrap, [topics.plays, topics.payments], batch_size=100)
+    metrics = EngineMetrics(CollectorRegistry())
+    source = _source(kafka_bootstrap, [topics.plays, topics.payments], batch_size=100, metrics=metrics)
     part = slowed(_part(source), topics.payments, per_poll=1)
     try:
         first = _records_until(part, 1000, timeout_s=30)
         resume = part.snapshot()
+        part._report_lag()  # every 5 s while polled
     finally:
         part.close()
+    lag = metrics.registry.get_sample_value("jukebox_kafka_consumer_lag_messages",
+                                            {"topic": topics.plays, "partition": "0"})
+    assert lag == 3600 - resume[(topics.plays, 0)]  # fetched but not emitted counts as lag
     read_from = {lane: offset for lane, offset in resume.items() if offset != OFFSET_BEGINNING}
     assert read_from == {(topics.plays, 0): sum(r.topic == topics.plays for r in first),
                          (topics.payments, 0): sum(r.topic == topics.payments for r in first)}
