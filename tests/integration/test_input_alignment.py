@@ -4,7 +4,7 @@ The live flow reads a labelled history from the real broker while its fetches of
 payments topic yield five records a poll (the plays and location reports come hundreds at
 a poll): without waiting for the payments the plays run hours ahead of the payments that
 paid for them, and an unpaid-credits rule fires on jukeboxes a replay does not flag;
-with input alignment the same jukeboxes are alerted, for the same reasons but on a
+with input alignment the same jukeboxes are alerted, for the same reasons on all but a
 jukebox or two.
 """
 
@@ -45,12 +45,12 @@ RULES = RulePolicy(max_unpaid_credits_1h=2.0, unpaid_credits_sustain_s=0.0)
 class _SlowPaymentsSource(ArrivalOrderedKafkaSource):
     """The live source, its fetches of the payments topic five records a poll."""
 
-    def build_part(self, step_id: str, for_part: str, resume_state):
-        return slowed(super().build_part(step_id, for_part, resume_state), self._slow_topic, per_poll=5)
-
     def __init__(self, *args, slow_topic: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._slow_topic = slow_topic
+
+    def build_part(self, step_id: str, for_part: str, resume_state):
+        return slowed(super().build_part(step_id, for_part, resume_state), self._slow_topic, per_poll=5)
 
 
 def _config(topics: Topics) -> FlowConfig:
