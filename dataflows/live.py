@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -217,18 +218,20 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, membe
     return build_flow("jukebox", source, outputs, config, metrics_observers(metrics))
 
 
-def cluster_member(argv: list[str]) -> tuple[int, int]:
-    """(process id, process count) from `bytewax.run`'s own arguments: each process reads
-    its share of the input partitions.
+def cluster_member(argv: list[str], env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(process id, process count) from `bytewax.run`'s own arguments, or the environment
+    variables it reads them from: each process reads its share of the input partitions.
 
-    >>> cluster_member(["dataflows.cluster:flow", "-i", "1", "-a", "a:1;b:1;c:1", "-w", "1"])
+    >>> cluster_member(["dataflows.cluster:flow", "-i", "1", "-a", "a:1;b:1;c:1", "-w", "1"], env={})
     (1, 3)
-    >>> cluster_member(["dataflows.cluster:flow"])
+    >>> cluster_member(["dataflows.cluster:flow"], env={"BYTEWAX_PROCESS_ID": "1", "BYTEWAX_ADDRESSES": "a:1;b:1"})
+    (1, 2)
+    >>> cluster_member(["dataflows.cluster:flow"], env={})
     (0, 1)
     """
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-i", "--process-id", type=int, default=0)
-    parser.add_argument("-a", "--addresses", default="")
+    parser.add_argument("-i", "--process-id", type=int, default=int(env.get("BYTEWAX_PROCESS_ID", "0")))
+    parser.add_argument("-a", "--addresses", default=env.get("BYTEWAX_ADDRESSES", ""))
     known, _ = parser.parse_known_args(argv)
     return known.process_id, max(1, len([a for a in known.addresses.split(";") if a]))
 

@@ -82,7 +82,7 @@ class EngineMetrics:
             "Processing time minus event time of the last processed event", ["topic"], registry=r)
         self.consumer_lag = Gauge(
             "jukebox_kafka_consumer_lag_messages",
-            "High watermark minus the next offset to read, per assigned partition",
+            "High watermark minus the next offset to emit, per owned partition",
             ["topic", "partition"], registry=r)
         self.input_alignment_waits = Counter(
             "jukebox_input_alignment_waits_total",
@@ -90,7 +90,7 @@ class EngineMetrics:
             ["topic"], registry=r)
         self.input_alignment_stalls = Counter(
             "jukebox_input_alignment_stalls_total",
-            "Times a partition behind the others emitted nothing for the stall time and stopped holding them back",
+            "Times a partition behind the others stayed empty for the stall time and stopped holding them back",
             ["topic", "partition"], registry=r)
         # Online store
         self.redis_write_batches = Counter(

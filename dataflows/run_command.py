@@ -45,11 +45,11 @@ def run_command(
     settings = load_settings()
     workers = workers or settings.flow.workers
     address_list = addresses.split(";") if addresses else None
+    processes = len(address_list) if address_list else 1
     try:
-        flow = live_flow(settings, member=process_id or 0, members=len(address_list) if address_list else 1)
+        flow = live_flow(settings, member=process_id or 0, members=processes)
         check_store_reachable(settings)
-        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir,
-                                   partitions=workers * (len(address_list) if address_list else 1))
+        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir, partitions=workers * processes)
     except (ConfigurationError, StoreError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
