@@ -219,21 +219,59 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, membe
 
 
 def cluster_member(argv: list[str], env: Mapping[str, str] = os.environ) -> tuple[int, int]:
-    """(process id, process count) from `bytewax.run`'s own arguments, or the environment
-    variables it reads them from: each process reads its share of the input partitions.
+    """(process id, process count) as `bytewax.run` resolves them: `-i/-a`, else the
+    environment variables it reads (`BYTEWAX_PROCESS_ID`, `BYTEWAX_ADDRESSES`, the Helm
+    chart's `BYTEWAX_POD_NAME` + `BYTEWAX_STATEFULSET_NAME` and `BYTEWAX_HOSTFILE_PATH`).
+    Each process reads its share of the input partitions, so a process that cannot tell
+    its place must not start: it would read every partition next to the others.
 
     >>> cluster_member(["dataflows.cluster:flow", "-i", "1", "-a", "a:1;b:1;c:1", "-w", "1"], env={})
     (1, 3)
     >>> cluster_member(["dataflows.cluster:flow"], env={"BYTEWAX_PROCESS_ID": "1", "BYTEWAX_ADDRESSES": "a:1;b:1"})
     (1, 2)
+    >>> cluster_member(["dataflows.cluster:flow", "-a", "a:1;b:1"],
+    ...                env={"BYTEWAX_POD_NAME": "engine-1", "BYTEWAX_STATEFULSET_NAME": "engine"})
+    (1, 2)
     >>> cluster_member(["dataflows.cluster:flow"], env={})
     (0, 1)
+    >>> cluster_member(["dataflows.cluster:flow", "-i", "2", "-a", "a:1;b:1"], env={})
+    Traceback (most recent call last):
+    ...
+    dataflows.live.ConfigurationError: process id 2 is not below the process count 2 (-a lists 2 addresses)
     """
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-i", "--process-id", type=int, default=int(env.get("BYTEWAX_PROCESS_ID", "0")))
-    parser.add_argument("-a", "--addresses", default=env.get("BYTEWAX_ADDRESSES", ""))
+    parser.add_argument("-i", "--process-id", type=int, default=None)
+    parser.add_argument("-a", "--addresses", default=None)
     known, _ = parser.parse_known_args(argv)
-    return known.process_id, max(1, len([a for a in known.addresses.split(";") if a]))
+    process_id, addresses = known.process_id, known.addresses
+    if process_id is None and env.get("BYTEWAX_PROCESS_ID"):
+        process_id = int(env["BYTEWAX_PROCESS_ID"])
+    if process_id is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
+        process_id = int(env["BYTEWAX_POD_NAME"].removeprefix(env["BYTEWAX_STATEFULSET_NAME"] + "-"))
+    if addresses is None and env.get("BYTEWAX_ADDRESSES"):
+        addresses = env["BYTEWAX_ADDRESSES"]
+    if addresses is None and process_id is not None and "BYTEWAX_HOSTFILE_PATH" in env:
+        addresses = ";".join(line.strip() for line in Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().splitlines())
+    return cluster_place(process_id, addresses)
+
+
+def cluster_place(process_id: int | None, addresses: str | None) -> tuple[int, int]:
+    """(process id, process count) of `-i/-a`, checked: neither alone, the id in range.
+
+    >>> cluster_place(None, None), cluster_place(1, "a:1;b:1")
+    ((0, 1), (1, 2))
+    """
+    members = len([a for a in (addresses or "").split(";") if a.strip()])
+    if members == 0:
+        if process_id not in (None, 0):
+            raise ConfigurationError(f"process id {process_id} given without the cluster's addresses (-a)")
+        return 0, 1
+    if process_id is None:
+        raise ConfigurationError(f"-a lists {members} addresses but no process id (-i) says which one this is")
+    if not 0 <= process_id < members:
+        raise ConfigurationError(
+            f"process id {process_id} is not below the process count {members} (-a lists {members} addresses)")
+    return process_id, members
 
 
 def redis_url(settings: JukeboxSettings) -> str:

@@ -11,6 +11,7 @@ from rich.console import Console
 from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.live import (
     ConfigurationError,
+    cluster_place,
     epoch_interval,
     feature_store,
     live_flow,
@@ -45,9 +46,9 @@ def run_command(
     settings = load_settings()
     workers = workers or settings.flow.workers
     address_list = addresses.split(";") if addresses else None
-    processes = len(address_list) if address_list else 1
     try:
-        flow = live_flow(settings, member=process_id or 0, members=processes)
+        member, processes = cluster_place(process_id, addresses)
+        flow = live_flow(settings, member=member, members=processes)
         check_store_reachable(settings)
         recovery = recovery_config(recovery_dir or settings.flow.recovery_dir, partitions=workers * processes)
     except (ConfigurationError, StoreError, ValueError) as exc:

@@ -110,3 +110,24 @@ def test_any_fetch_order_emits_everything_once_in_lane_order_within_the_lead(gap
         assert ms >= newest.get(lane, ms)  # lane order
         assert all(ms >= other - lead for other_lane, other in newest.items() if other_lane != lane)
         newest[lane] = ms
+
+
+def test_a_cluster_process_finds_its_place_as_bytewax_run_does(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("engine-0.svc:2101\nengine-1.svc:2101\n\nengine-2.svc:2101\n")
+    helm = {"BYTEWAX_POD_NAME": "engine-2", "BYTEWAX_STATEFULSET_NAME": "engine",
+            "BYTEWAX_HOSTFILE_PATH": str(hostfile)}
+    assert dataflows.live.cluster_member(["dataflows.cluster:flow"], env=helm) == (2, 3)
+    assert dataflows.live.cluster_member(["x", "-i", "0"], env=helm) == (0, 3)  # -i wins, as in bytewax.run
+
+
+@pytest.mark.parametrize(("argv", "env"), [
+    (["x", "-a", "a:1;b:1"], {}),  # which of the two is this one?
+    (["x", "-i", "1"], {}),  # process 1 of what?
+    (["x", "-i", "3", "-a", "a:1;b:1"], {}),
+    (["x"], {"BYTEWAX_POD_NAME": "engine-1", "BYTEWAX_STATEFULSET_NAME": "engine"}),
+])
+def test_a_process_that_cannot_tell_its_share_refuses_to_start(argv, env):
+    # Started anyway, it would read every partition next to the other processes.
+    with pytest.raises(dataflows.live.ConfigurationError):
+        dataflows.live.cluster_member(argv, env=env)
