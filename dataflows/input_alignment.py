@@ -49,7 +49,7 @@ UNKNOWN_MS = -(1 << 62)  # a lane that has emitted nothing: below every timestam
 @dataclass(slots=True)
 class _Lane:
     active_at: float  # when it last received records or ran empty (or was tracked)
-    buffer: deque = field(default_factory=deque)  # (timestamp or None, record), in offset order
+    buffer: deque = field(default_factory=deque)  # (timestamp, record), in offset order
     last_ms: int = UNKNOWN_MS  # timestamp of the last record emitted
     stalled: bool = False
 
@@ -58,8 +58,7 @@ class ArrivalMerge:
     """The buffered records of several partitions, released in Kafka-timestamp order.
 
     Records of one partition keep their offset order; records of equal timestamps go in
-    the order their lanes were tracked; a record without a timestamp goes out as soon as
-    it is at the front of its lane.
+    the order their lanes were tracked.
     """
 
     def __init__(self, max_lead_ms: int | None = 5_000, stall_s: float = 10.0,
@@ -73,7 +72,7 @@ class ArrivalMerge:
     def track(self, lane: Hashable, now: float) -> None:
         self._lanes[lane] = _Lane(active_at=now)
 
-    def add(self, lane: Hashable, records: list, timestamps: list[int | None], now: float) -> None:
+    def add(self, lane: Hashable, records: list, timestamps: list[int], now: float) -> None:
         """Fetched records of `lane`, in offset order, with their timestamps (ms)."""
         state = self._lanes[lane]
         state.buffer.extend(zip(timestamps, records, strict=True))
@@ -91,8 +90,7 @@ class ArrivalMerge:
         wait_ms, wait_lane = None, None  # the earliest lane that is empty but may get more
         for order, (lane, state) in enumerate(self._lanes.items()):
             if state.buffer:
-                ms = state.buffer[0][0]
-                heads.append((state.last_ms if ms is None else ms, order, lane))
+                heads.append((state.buffer[0][0], order, lane))
             elif lead is not None and self._may_get_earlier(lane, state, now, at_head) and (
                     wait_ms is None or state.last_ms < wait_ms):
                 wait_ms, wait_lane = state.last_ms, lane
@@ -103,16 +101,14 @@ class ArrivalMerge:
             _, order, lane = heads[0]
             state = lanes[lane]
             stamped, record = state.buffer[0]
-            if stamped is not None and wait_ms is not None and stamped > wait_ms + lead:
+            if wait_ms is not None and stamped > wait_ms + lead:
                 self.waited_for = wait_lane
                 break
             state.buffer.popleft()
             out.append(record)
-            if stamped is not None:
-                state.last_ms = stamped
+            state.last_ms = stamped
             if state.buffer:
-                next_ms = state.buffer[0][0]
-                heapq.heapreplace(heads, (state.last_ms if next_ms is None else next_ms, order, lane))
+                heapq.heapreplace(heads, (state.buffer[0][0], order, lane))
             else:
                 heapq.heappop(heads)
                 state.active_at = now  # empty from now on: its stall time starts

@@ -59,13 +59,6 @@ def test_a_lane_that_receives_nothing_for_the_stall_time_stops_holding_the_other
     assert merge.take(10, now=12.0, at_head=lambda lane: False) == ["b5"]
 
 
-def test_records_without_a_timestamp_keep_their_place_in_their_lane():
-    merge = _merge("ab", max_lead_ms=0)
-    merge.add("a", ["a1", "a?", "a3"], [1_000, None, 3_000], now=0.0)
-    merge.add("b", ["b2"], [2_000], now=0.0)
-    assert merge.take(10, now=0.0, at_head=lambda lane: True) == ["a1", "a?", "b2", "a3"]
-
-
 def test_take_stops_at_the_limit_and_rejects_a_negative_lead():
     merge = _merge("a")
     merge.add("a", list(range(5)), [1, 2, 3, 4, 5], now=0.0)
