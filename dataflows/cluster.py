@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from dataflows.live import ConfigurationError, cluster_member, live_flow
+from dataflows.live import ConfigurationError, claim_recovery_shape, cluster_member, live_flow
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.settings import JukeboxSettings
 
@@ -30,6 +30,8 @@ except ValueError as exc:  # pydantic names the variable and the problem, never 
 try:
     member, members = cluster_member(sys.argv[1:])
     flow = live_flow(settings, member=member, members=members)
+    # `bytewax.run -r/-w` get these settings (statefulset.yaml)
+    claim_recovery_shape(settings.flow.recovery_dir, members, settings.flow.workers)
 except ConfigurationError as exc:
     _fail(str(exc))
 

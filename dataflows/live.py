@@ -28,7 +28,7 @@ from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.kafka_source import ArrivalOrderedKafkaSource
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
-from dataflows.recovery_partitions import create_partitions
+from dataflows.recovery_partitions import ShapeChanged, claim_cluster_shape, create_partitions
 from dataflows.recs_live import load_catalog, recs_config
 from dataflows.settings import JukeboxSettings
 from models.decision import DecisionPolicy
@@ -293,8 +293,10 @@ def feature_store(settings: JukeboxSettings, key_prefix: str | None = None) -> R
     return RedisFeatureStore(client, key_prefix or redis.key_prefix, attempts=redis.retry_attempts)
 
 
-def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:
-    """Recovery in a private directory (0700), created and initialised on first use."""
+def recovery_config(directory: Path | None, partitions: int, processes: int = 1,
+                    workers_per_process: int = 1) -> RecoveryConfig | None:
+    """Recovery in a private directory (0700), created and initialised on first use, and
+    refused when it holds the state of a cluster of another shape (recovery_partitions.py)."""
     if directory is None:
         return None
     if directory.exists():
@@ -306,7 +308,17 @@ def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig |
         os.chmod(directory, 0o700)
     if not any(directory.glob("part-*.sqlite3")):
         create_partitions(directory, partitions)
+    claim_recovery_shape(directory, processes, workers_per_process)
     return RecoveryConfig(directory)
+
+
+def claim_recovery_shape(directory: Path | None, processes: int, workers_per_process: int) -> None:
+    if directory is None or not directory.exists():
+        return
+    try:
+        claim_cluster_shape(directory, processes, workers_per_process)
+    except ShapeChanged as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def epoch_interval(settings: JukeboxSettings) -> timedelta:

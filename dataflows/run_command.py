@@ -50,7 +50,8 @@ def run_command(
         member, processes = cluster_place(process_id, addresses)
         flow = live_flow(settings, member=member, members=processes)
         check_store_reachable(settings)
-        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir, partitions=workers * processes)
+        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir, partitions=workers * processes,
+                                   processes=processes, workers_per_process=workers)
     except (ConfigurationError, StoreError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -14,6 +14,7 @@ from bytewax.recovery import init_db_dir
 
 from dataflows.local_stack import free_port
 from dataflows.record import kafka_history
+from dataflows.recovery_partitions import SHAPE_FILE, claim_cluster_shape, create_partitions
 from dataflows.simulate import publish_records
 from simulator.simulation import DEFAULT_START, Simulation
 from tests.integration.flow_metrics import events_in
@@ -103,3 +104,73 @@ def test_two_processes_write_the_features_and_raise_the_alerts_of_one(
     # three topics in an order that depends on which process reads which partition
     # (docs/reliability.md, known gaps). This bound catches a broken cluster, not that gap.
     assert len(ones) > 10 and len(twos) > 10 and same_flagged >= 0.5
+
+
+def _shape_run(processes: int, bootstrap, redis_url, topics, key_prefix, workdir, recovery_dirs, seconds: float):
+    """`processes` processes, process i on `recovery_dirs[i]`, for `seconds`; their exit codes
+    (None: still running) and events read."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    flows = [FlowProcess(bootstrap, redis_url, topics, key_prefix, workdir / f"{processes}p{i}",
+                         extra_env={"JUKEBOX_FLOW_RECOVERY_DIR": str(recovery_dirs[i])},
+                         args=["-i", str(i), "-a", addresses] if processes > 1 else []).start()
+               for i in range(processes)]
+    try:
+        time.sleep(seconds)
+        return [f.process.poll() for f in flows], sum(events_in(f.metrics_port) for f in flows
+                                                       if f.process.poll() is None)
+    finally:
+        for flow in flows:
+            flow.stop()
+
+
+def test_a_cluster_of_another_shape_refuses_the_recovery_state_at_once(
+    kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path
+):
+    # Written by one process; two would crash at start (the slow test below): each
+    # refuses on its own, before it joins the cluster, saying why; one process resumes.
+    recovery = tmp_path / "rec0"
+    recovery.mkdir(mode=0o700)
+    create_partitions(recovery, 2)
+    claim_cluster_shape(recovery, processes=1, workers_per_process=1)
+    flow = FlowProcess(kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path / "two",
+                       extra_env={"JUKEBOX_FLOW_RECOVERY_DIR": str(recovery)},
+                       args=["-i", "0", "-a", f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"]).start()
+    try:
+        assert flow.process.wait(120) == 2
+    finally:
+        flow.stop()
+    said = " ".join(flow.log().split())
+    assert "written by 1 process(es) x 1 worker(s); resuming it as 2 x 1" in said, said[-2000:]
+    one = FlowProcess(kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path / "one",
+                      extra_env={"JUKEBOX_FLOW_RECOVERY_DIR": str(recovery)}).start()
+    try:
+        wait_until(lambda: "consuming from" in one.log(), 120, "the one process to start",
+                   check=one.assert_running)
+        time.sleep(3)
+        one.assert_running()
+    finally:
+        one.stop()
+
+
+@pytest.mark.slow
+def test_bytewax_crashes_resuming_the_state_of_a_cluster_grown_by_a_process(
+    kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path
+):
+    # Why the shape is checked: the state of one process, its two partitions then split
+    # between two processes, crashes both at start ("Send thread panic"; 2026-12-03,
+    # Bytewax 0.21.1; from 2 to 3 processes too). If this starts failing, the crash is
+    # gone: let clusters grow (recovery_partitions.py) and say so in the docs.
+    simulation = Simulation(jukeboxes=50, seed=43, start=DEFAULT_START, duration=timedelta(hours=1))
+    report = publish_records({"bootstrap.servers": kafka_bootstrap}, topics, simulation.records())
+    assert report.ok, report.problem()
+    recovery = [tmp_path / "rec0", tmp_path / "rec1"]
+    for directory in recovery:
+        directory.mkdir(mode=0o700)
+    init_db_dir(recovery[0], 2)
+    codes, read = _shape_run(1, kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path, recovery, 25)
+    assert codes == [None] and read > 0
+    (recovery[0] / "part-1.sqlite3").rename(recovery[1] / "part-1.sqlite3")
+    (recovery[0] / SHAPE_FILE).unlink()  # past the check, into Bytewax
+    codes, read = _shape_run(2, kafka_bootstrap, redis_url, topics, redis_key_prefix, tmp_path, recovery, 30)
+    print(f"\n2 processes on the state of 1: exit codes {codes}, events read {read}")
+    assert all(code not in (None, 0) for code in codes) and read == 0
