@@ -12,8 +12,15 @@ from __future__ import annotations
 
 import sys
 
-from dataflows.live import ConfigurationError, claim_recovery_shape, cluster_member, live_flow
+from dataflows.live import (
+    ConfigurationError,
+    cluster_member,
+    group_offsets,
+    live_flow,
+    recovery_arguments,
+)
 from dataflows.metrics import METRICS, start_metrics_server
+from dataflows.recovery_partitions import record_cluster_shape, recorded_processes
 from dataflows.settings import JukeboxSettings
 
 
@@ -29,9 +36,12 @@ except ValueError as exc:  # pydantic names the variable and the problem, never 
 
 try:
     member, members = cluster_member(sys.argv[1:])
-    flow = live_flow(settings, member=member, members=members)
-    # `bytewax.run -r/-w` get these settings (statefulset.yaml)
-    claim_recovery_shape(settings.flow.recovery_dir, members, settings.flow.workers)
+    recovery_dir, backup_interval_s = recovery_arguments(sys.argv[1:])
+    flow = live_flow(settings, member=member, members=members,
+                     offsets=group_offsets(settings, recovery_dir, backup_interval_s),
+                     previous_members=recorded_processes(recovery_dir))
+    if member == 0:  # the process that lists the parts of a cluster of another size
+        record_cluster_shape(recovery_dir, members, settings.flow.workers)  # `-w` gets this setting
 except ConfigurationError as exc:
     _fail(str(exc))
 

@@ -3,9 +3,24 @@ emitted in arrival order (input_alignment.py), with offsets in recovery snapshot
 
 One source partition per process (`inputs-<member>of<members>`): it owns partition `p`
 of every input topic where `p % members == member`, so each process of a cluster reads
-its own share. It assigns them (no consumer group: Bytewax's recovery holds the
-offsets) and its snapshot is the next offset to emit from each, so a restart reads again
-what was fetched but not yet emitted. Records leave as `RawRecord`s.
+its own share. It assigns them (Bytewax's recovery holds the offsets) and its snapshot is
+the next offset to emit from each, so a restart reads again what was fetched but not yet
+emitted. Records leave as `RawRecord`s.
+
+When the number of processes changes, so do every share and every part's name, and no
+snapshot holds the new parts. Bytewax 0.21.1 crashed every process that resumed state of
+a part no process listed, so process 0 also lists the parts of the cluster before (its
+size noted by dataflows/recovery_partitions.py) and the per-partition parts of the
+source before this one (`<partition>-<topic>`), and retires them: they read nothing,
+their snapshot drops their state, and their offsets start the partitions they held where
+those are owned in the same process. Elsewhere a partition starts at the consumer group's
+committed offset (`GroupOffsets`), as Flink's Kafka source does: the offsets of a
+snapshot at least `commit_delay_s` old are committed to the group. Delayed, because
+Bytewax may resume from a snapshot older than the last one taken (one in flight, or
+volumes restored from a backup up to the backup interval old): the group must never be
+ahead of what the recovery state holds, or a rescale would skip events; behind, the
+overlap is read again and dropped by event id. Commits are only bookkeeping, so a failed
+one is counted and logged, not raised.
 
 Lag: Tansu's `list_offsets(latest)` is wrong, so lag is the partition's high watermark
 (as last fetched) minus the next offset to emit.
@@ -29,8 +44,11 @@ statistics are off: lag comes from the fetch watermarks.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -50,6 +68,18 @@ PREFETCH = {"queued.max.messages.kbytes": 16384, "queued.min.messages": 20_000,
 METADATA_TIMEOUT_S = 10.0
 
 Lane = tuple[str, int]  # (topic, partition)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    """Emitted offsets committed to `group_id` once a snapshot holding them is
+    `commit_delay_s` old; with `start_committed`, a partition the snapshot does not hold
+    starts at the group's committed offset (else, and when there is none: the earliest)."""
+
+    group_id: str
+    commit_delay_s: float
+    start_committed: bool = True
 
 
 class ArrivalOrderedKafkaSource(FixedPartitionedSource):
@@ -57,45 +87,153 @@ class ArrivalOrderedKafkaSource(FixedPartitionedSource):
 
     def __init__(self, brokers: Sequence[str], topics: Sequence[str], *, metrics: EngineMetrics,
                  batch_size: int = 1000, add_config: dict | None = None, member: int = 0, members: int = 1,
-                 tail: bool = True, max_lead_ms: int | None = 5_000, stall_s: float = 10.0) -> None:
+                 tail: bool = True, max_lead_ms: int | None = 5_000, stall_s: float = 10.0,
+                 group: GroupOffsets | None = None, previous_members: int | None = None) -> None:
         if not 0 <= member < members:
             raise ValueError(f"member {member} is not one of {members}")
         self._brokers, self._topics, self._metrics = list(brokers), list(topics), metrics
         self._batch_size, self._member, self._members, self._tail = batch_size, member, members, tail
         self._add_config = {**PREFETCH, **(add_config or {})}
-        self._max_lead_ms, self._stall_s = max_lead_ms, stall_s
+        self._max_lead_ms, self._stall_s, self._group = max_lead_ms, stall_s, group
+        self._previous_members = previous_members
+        self._handover: dict[Lane, int] = {}  # offsets in the state of retired parts
 
     def list_parts(self) -> list[str]:
-        return [f"inputs-{self._member}of{self._members}"]
+        """This process's part. Process 0 also lists the parts whose state the recovery may
+        hold from before, to retire them: Bytewax 0.21.1 crashed every process that resumed
+        state of a part no process listed (2026-12-03). Those are the parts of a cluster of
+        another size, and the per-partition parts of the source before this one."""
+        own = [_part_name(self._member, self._members)]
+        if self._member != 0:
+            return own
+        previous = self._previous_members
+        retired = [] if previous in (None, self._members) else [_part_name(i, previous) for i in range(previous)]
+        consumer = Consumer({"bootstrap.servers": ",".join(self._brokers), **self._add_config,
+                             "group.id": "jukebox-metadata"})
+        try:
+            legacy = [f"{p}-{topic}" for topic, p in _lanes(consumer, self._topics)]
+        finally:
+            consumer.close()
+        return own + retired + legacy
 
-    def build_part(self, step_id: str, for_part: str, resume_state: dict[Lane, int] | None):
-        config = {"bootstrap.servers": ",".join(self._brokers), "group.id": "jukebox-assigned",
+    def build_part(self, step_id: str, for_part: str, resume_state: dict[Lane, int] | int | None):
+        if for_part != _part_name(self._member, self._members):
+            self._handover.update(_handed_over(for_part, resume_state))
+            return _RetiredPartition(self._tail)
+        metrics, group = self._metrics, self._group
+
+        def on_commit(error, partitions) -> None:
+            failed = [p for p in partitions or () if p.error is not None]
+            if error is not None or failed:
+                metrics.input_offset_commit_failures.inc()
+                log.warning("committing input offsets to group %r failed: %s", group.group_id,
+                            error if error is not None else failed[0].error)
+
+        config = {"bootstrap.servers": ",".join(self._brokers),
+                  "group.id": "jukebox-assigned" if group is None else group.group_id,
                   "enable.auto.commit": "false", "enable.partition.eof": str(not self._tail).lower(),
-                  **self._add_config}
+                  "on_commit": on_commit, **self._add_config}
         consumer = Consumer(config)
         try:
-            lanes = self._owned_lanes(consumer)
+            lanes = [(t, p) for t, p in _lanes(consumer, self._topics) if p % self._members == self._member]
+            resume = dict(resume_state or {})
+            committed = {}
+            if group is not None and group.start_committed:
+                committed = _committed(consumer, [lane for lane in lanes if lane not in resume])
         except Exception:
             consumer.close()
             raise
-        metrics = self._metrics
 
         def on_stall(lane: Lane) -> None:
             metrics.input_alignment_stalls.labels(topic=lane[0], partition=str(lane[1])).inc()
 
         merge = ArrivalMerge(self._max_lead_ms, self._stall_s, on_stall)
-        return _ArrivalOrderedPartition(consumer, lanes, resume_state or {}, merge, self._batch_size,
-                                        metrics, self._tail)
+        commit_delay_s = None if group is None else group.commit_delay_s
+        starts = _Starts(resume, self._handover, committed)
+        return _ArrivalOrderedPartition(consumer, lanes, starts, merge, self._batch_size, metrics,
+                                        self._tail, commit_delay_s)
 
-    def _owned_lanes(self, consumer: Consumer) -> list[Lane]:
-        lanes: list[Lane] = []
-        for topic in self._topics:
-            found = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
-            if found is None or found.error is not None or not found.partitions:
-                reason = "no partitions" if found is None or found.error is None else found.error.str()
-                raise RuntimeError(f"input topic {topic!r} is not readable: {reason}")
-            lanes.extend((topic, p) for p in sorted(found.partitions) if p % self._members == self._member)
-        return lanes
+
+def _lanes(consumer: Consumer, topics: Sequence[str]) -> list[Lane]:
+    """Every partition of `topics`."""
+    lanes: list[Lane] = []
+    for topic in topics:
+        found = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            reason = "no partitions" if found is None or found.error is None else found.error.str()
+            raise RuntimeError(f"input topic {topic!r} is not readable: {reason}")
+        lanes.extend((topic, p) for p in sorted(found.partitions))
+    return lanes
+
+
+def _handed_over(part: str, state: dict[Lane, int] | int | None) -> dict[Lane, int]:
+    """The next offsets in a retired part's state: a cluster part's dict, or the int of a
+    per-partition part named `<partition>-<topic>`.
+
+    >>> _handed_over("3-jb.plays", 41), _handed_over("inputs-1of2", {("jb.plays", 1): 7, ("jb.pay", 1): -2})
+    ({('jb.plays', 3): 41}, {('jb.plays', 1): 7})
+    """
+    if isinstance(state, int):
+        partition, topic = part.split("-", 1)
+        return {(topic, int(partition)): state}
+    return {lane: offset for lane, offset in (state or {}).items() if offset >= 0}
+
+
+@dataclass(frozen=True)
+class _Starts:
+    """Where each owned partition starts: its own snapshot, else a retired part's (the same
+    resume epoch; filled while the parts are built), else the group's committed offset,
+    else the beginning."""
+
+    resumed: dict[Lane, int]
+    handover: dict[Lane, int]
+    committed: dict[Lane, int]
+
+    def of(self, lane: Lane) -> int:
+        for source in (self.resumed, self.handover, self.committed):
+            if lane in source:
+                return source[lane]
+        return OFFSET_BEGINNING
+
+
+def _part_name(member: int, members: int) -> str:
+    return f"inputs-{member}of{members}"
+
+
+class _RetiredPartition(StatefulSourcePartition):
+    """A part of a cluster of another size, or of the source before: it reads nothing, and
+    its snapshot (None) deletes the state it resumed, whose offsets `build_part` handed over.
+    In a bounded read (`tail` false) it ends at once."""
+
+    def __init__(self, tail: bool) -> None:
+        self._tail = tail
+
+    def next_batch(self) -> list:
+        if not self._tail:
+            raise StopIteration
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(UTC) + timedelta(hours=1) if self._tail else None
+
+    def snapshot(self) -> None:
+        return None
+
+
+def _committed(consumer: Consumer, lanes: list[Lane]) -> dict[Lane, int]:
+    """The group's committed offsets of `lanes` that it has any for."""
+    if not lanes:
+        return {}
+    found = consumer.committed([TopicPartition(*lane) for lane in lanes], timeout=METADATA_TIMEOUT_S)
+    for position in found:
+        if position.error is not None:
+            raise RuntimeError(f"cannot read the committed offset of {position.topic}[{position.partition}]: "
+                               f"{position.error}")
+    committed = {(p.topic, p.partition): p.offset for p in found if p.offset >= 0}
+    for (topic, partition), offset in sorted(committed.items()):
+        log.info("%s[%d] is not in the recovery snapshot; the group committed offset %d",
+                 topic, partition, offset)
+    return committed
 
 
 def _timestamp_ms(message, now_ms: int) -> int:
@@ -106,23 +244,33 @@ def _timestamp_ms(message, now_ms: int) -> int:
 
 
 class _ArrivalOrderedPartition(StatefulSourcePartition):
-    def __init__(self, consumer: Consumer, lanes: list[Lane], resume: dict[Lane, int], merge: ArrivalMerge,
-                 batch_size: int, metrics: EngineMetrics, tail: bool) -> None:
+    def __init__(self, consumer: Consumer, lanes: list[Lane], starts: _Starts, merge: ArrivalMerge,
+                 batch_size: int, metrics: EngineMetrics, tail: bool, commit_delay_s: float | None) -> None:
         self._consumer, self._merge, self._batch_size, self._tail = consumer, merge, batch_size, tail
-        self._next = {lane: resume.get(lane, OFFSET_BEGINNING) for lane in lanes}  # next offset to emit
+        # Assigned at the first poll, once the parts of this worker are built. A retired part
+        # on another worker of the process (-w N) may come later: its partitions then start
+        # at the group's offsets, further back, which only reads more again.
+        self._starts: _Starts | None = starts
+        self._next = {lane: starts.of(lane) for lane in lanes}  # next offset to emit
         self._paused: set[Lane] = set()
         self._ended: set[Lane] = set()  # reached the end of the log (tail=False)
         now = time.monotonic()
         for lane in sorted(lanes):  # records of one timestamp merge as a replay orders them
             merge.track(lane, now)
-        consumer.assign([TopicPartition(t, p, self._next[(t, p)]) for t, p in lanes])
         self._lag = {lane: metrics.consumer_lag.labels(topic=lane[0], partition=str(lane[1])) for lane in lanes}
         self._waits = metrics.input_alignment_waits
         self._lag_at = 0.0
         self._emitted_at = now
         self._awake: datetime | None = None
+        self._commit_delay_s = commit_delay_s
+        self._snapshots: deque[tuple[float, dict[Lane, int]]] = deque()  # (taken at, offsets), not yet committed
+        self._committed: dict[Lane, int] = {}
 
     def next_batch(self) -> list:
+        if self._starts is not None:
+            self._next = {lane: self._starts.of(lane) for lane in self._next}
+            self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self._next.items()])
+            self._starts = None
         merge, now = self._merge, time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         fetched: dict[Lane, tuple[list, list]] = {}
@@ -168,10 +316,29 @@ class _ArrivalOrderedPartition(StatefulSourcePartition):
         return self._awake
 
     def snapshot(self) -> dict[Lane, int]:
-        return dict(self._next)
+        offsets = dict(self._next)
+        if self._commit_delay_s is not None:
+            self._commit_offsets(offsets)
+        return offsets
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _commit_offsets(self, offsets: dict[Lane, int]) -> None:
+        """Commit the newest snapshot at least the delay old (asynchronously: the result
+        comes back through `on_commit` in a later poll)."""
+        now, snapshots = time.monotonic(), self._snapshots
+        snapshots.append((now, offsets))
+        due = None
+        while snapshots and now - snapshots[0][0] >= self._commit_delay_s:
+            due = snapshots.popleft()[1]
+        if due is None:
+            return
+        changed = [TopicPartition(t, p, offset) for (t, p), offset in due.items()
+                   if offset >= 0 and self._committed.get((t, p)) != offset]
+        if changed:
+            self._consumer.commit(offsets=changed, asynchronous=True)
+            self._committed.update(((tp.topic, tp.partition), tp.offset) for tp in changed)
 
     def _at_head(self, lane: Lane) -> bool:
         """Nothing more to read in the partition, as far as the last fetch told."""

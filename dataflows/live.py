@@ -25,10 +25,10 @@ from dataflows.feature_sink import FeatureStoreSink
 from dataflows.flow import FlowConfig, FlowObservers, FlowOutputs, build_flow
 from dataflows.fraud_steps import FraudConfig
 from dataflows.kafka_sink import EpochConfirmedKafkaSink
-from dataflows.kafka_source import ArrivalOrderedKafkaSource
+from dataflows.kafka_source import ArrivalOrderedKafkaSource, GroupOffsets
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
-from dataflows.recovery_partitions import ShapeChanged, claim_cluster_shape, create_partitions
+from dataflows.recovery_partitions import create_partitions
 from dataflows.recs_live import load_catalog, recs_config
 from dataflows.settings import JukeboxSettings
 from models.decision import DecisionPolicy
@@ -183,9 +183,10 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
 
 
 def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, member: int = 0,
-              members: int = 1) -> Dataflow:
+              members: int = 1, offsets: GroupOffsets | None = None,
+              previous_members: int | None = None) -> Dataflow:
     """The live flow of process `member` of `members`: it reads its share of the input
-    partitions (kafka_source.py)."""
+    partitions (kafka_source.py), committing their offsets to a group as `offsets` says."""
     if not settings.kafka.bootstrap:
         raise ConfigurationError("JUKEBOX_KAFKA_BOOTSTRAP is not set (or run `jukebox demo`)")
     redis_url(settings)  # fail before anything is built
@@ -206,7 +207,7 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, membe
         [settings.kafka.bootstrap], list(config.topics.inputs), add_config=consumer_config,
         batch_size=flow_settings.batch_size, metrics=metrics, member=member, members=members,
         max_lead_ms=round(flow_settings.input_max_lead_s * 1000) if flow_settings.input_alignment else None,
-        stall_s=flow_settings.input_stall_s,
+        stall_s=flow_settings.input_stall_s, group=offsets, previous_members=previous_members,
     )
     outputs = FlowOutputs(
         features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),
@@ -274,6 +275,41 @@ def cluster_place(process_id: int | None, addresses: str | None) -> tuple[int, i
     return process_id, members
 
 
+def group_offsets(settings: JukeboxSettings, recovery_dir: Path | None,
+                  backup_interval_s: float = 0.0) -> GroupOffsets | None:
+    """How the input offsets are shared with the consumer group: only with recovery on
+    (without it every start reads from the beginning and rebuilds the windows). A snapshot's
+    offsets wait until Bytewax can no longer resume from an older one: the backup interval
+    (volumes restored from a backup) plus ten snapshot intervals (epochs in flight).
+
+    >>> group_offsets(JukeboxSettings(), Path("/recovery"), backup_interval_s=600)
+    GroupOffsets(group_id='jukebox-engine', commit_delay_s=650.0, start_committed=True)
+    >>> group_offsets(JukeboxSettings(), None) is None
+    True
+    """
+    if recovery_dir is None:
+        return None
+    flow = settings.flow
+    delay = backup_interval_s + 10 * flow.snapshot_interval_s
+    return GroupOffsets(settings.kafka.group_id, delay, flow.input_start == "committed")
+
+
+def recovery_arguments(argv: list[str], env: Mapping[str, str] = os.environ) -> tuple[Path | None, float]:
+    """(recovery directory, backup interval in s) as `bytewax.run` reads them.
+
+    >>> recovery_arguments(["x", "-r", "/rec", "-s", "5", "-b", "600"], env={})
+    (PosixPath('/rec'), 600.0)
+    >>> recovery_arguments(["x"], env={})
+    (None, 0.0)
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-r", "--recovery-directory", default=env.get("BYTEWAX_RECOVERY_DIRECTORY"))
+    parser.add_argument("-b", "--backup-interval", type=float,
+                        default=float(env.get("BYTEWAX_RECOVERY_BACKUP_INTERVAL") or 0))
+    known, _ = parser.parse_known_args(argv)
+    return (None if not known.recovery_directory else Path(known.recovery_directory)), known.backup_interval
+
+
 def redis_url(settings: JukeboxSettings) -> str:
     if settings.redis.url is None:
         raise ConfigurationError("JUKEBOX_REDIS_URL is not set (or run `jukebox demo`)")
@@ -293,10 +329,8 @@ def feature_store(settings: JukeboxSettings, key_prefix: str | None = None) -> R
     return RedisFeatureStore(client, key_prefix or redis.key_prefix, attempts=redis.retry_attempts)
 
 
-def recovery_config(directory: Path | None, partitions: int, processes: int = 1,
-                    workers_per_process: int = 1) -> RecoveryConfig | None:
-    """Recovery in a private directory (0700), created and initialised on first use, and
-    refused when it holds the state of a cluster of another shape (recovery_partitions.py)."""
+def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:
+    """Recovery in a private directory (0700), created and initialised on first use."""
     if directory is None:
         return None
     if directory.exists():
@@ -308,17 +342,7 @@ def recovery_config(directory: Path | None, partitions: int, processes: int = 1,
         os.chmod(directory, 0o700)
     if not any(directory.glob("part-*.sqlite3")):
         create_partitions(directory, partitions)
-    claim_recovery_shape(directory, processes, workers_per_process)
     return RecoveryConfig(directory)
-
-
-def claim_recovery_shape(directory: Path | None, processes: int, workers_per_process: int) -> None:
-    if directory is None or not directory.exists():
-        return
-    try:
-        claim_cluster_shape(directory, processes, workers_per_process)
-    except ShapeChanged as exc:
-        raise ConfigurationError(str(exc)) from None
 
 
 def epoch_interval(settings: JukeboxSettings) -> timedelta:

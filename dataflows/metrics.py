@@ -92,6 +92,10 @@ class EngineMetrics:
             "jukebox_input_alignment_stalls_total",
             "Times a partition behind the others stayed empty for the stall time and stopped holding them back",
             ["topic", "partition"], registry=r)
+        self.input_offset_commit_failures = Counter(
+            "jukebox_input_offset_commit_failures_total",
+            "Commits of emitted input offsets to the consumer group that failed (bookkeeping for a "
+            "start without a snapshot; the recovery snapshot still holds them)", registry=r)
         # Online store
         self.redis_write_batches = Counter(
             "jukebox_redis_write_batches_total", "Pipelined feature writes sent to Redis",

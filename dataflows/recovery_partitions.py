@@ -10,12 +10,11 @@ made here, empty with the page size set, and `init_db_dir` then adds Bytewax's t
 
     python -m dataflows.recovery_partitions <directory> <count>
 
-Each process also notes the cluster's shape beside its partitions (`SHAPE_FILE`) and
-refuses to resume them in a different multi-process shape: a Bytewax 0.21.1 cluster
-grown from 1 to 2 or from 2 to 3 processes crashed at start in every attempt
-(2026-12-03, "Send thread panic" right after loading the snapshots; a minimal Bytewax
-flow rescaled fine, so the cause is in how our flow meets Bytewax, not found yet), while
-one process changing its worker count and an unchanged cluster resume.
+Each process also notes the cluster's shape beside its partitions (`SHAPE_FILE`): the
+input source's state is kept per process, under a name holding the process count
+(kafka_source.py), and Bytewax 0.21.1 crashed every process of a cluster that resumed
+state of a source part no process listed ("Send thread panic", 2026-12-03). A cluster of
+a new size lists the parts of the old one, and retires them.
 """
 
 from __future__ import annotations
@@ -32,38 +31,30 @@ PAGE_SIZE = 16_384
 SHAPE_FILE = "cluster-shape.json"
 
 
-class ShapeChanged(RuntimeError):
-    """Recovery state written by a cluster of another shape, which Bytewax cannot resume."""
+def recorded_processes(directory: Path | None) -> int | None:
+    """The number of processes of the cluster whose recovery state `directory` holds, as
+    `record_cluster_shape` noted it (None: not noted, or no directory)."""
+    path = None if directory is None else directory / SHAPE_FILE
+    if path is None or not path.exists():
+        return None
+    return int(json.loads(path.read_text())["processes"])
 
 
-def claim_cluster_shape(directory: Path, processes: int, workers_per_process: int) -> None:
-    """Note the cluster's shape in `directory`, unless it holds the state of a cluster of
-    another shape that this one cannot resume (either of them with several processes).
+def record_cluster_shape(directory: Path | None, processes: int, workers_per_process: int) -> None:
+    """Note the shape of the cluster about to write the recovery state in `directory`.
 
     >>> import tempfile
     >>> directory = Path(tempfile.mkdtemp())
     >>> create_partitions(directory, 2)
-    >>> claim_cluster_shape(directory, 1, 1)
-    >>> claim_cluster_shape(directory, 1, 2)  # one process: its workers may change
-    >>> claim_cluster_shape(directory, 2, 2)
-    Traceback (most recent call last):
-    ...
-    dataflows.recovery_partitions.ShapeChanged: this recovery state was written by 1 process(es) x 2 worker(s); resuming it as 2 x 2 crashes the cluster at start (Bytewax 0.21.1): keep the shape, or reset the recovery state (docs/operations.md, "Changing the number of processes")
+    >>> record_cluster_shape(directory, 2, 1)
+    >>> recorded_processes(directory)
+    2
     """
-    path = directory / SHAPE_FILE
-    shape = {"processes": processes, "workers_per_process": workers_per_process}
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != shape and max(before["processes"], processes) > 1:
-            raise ShapeChanged(
-                f"this recovery state was written by {before['processes']} process(es) x "
-                f"{before['workers_per_process']} worker(s); resuming it as {processes} x {workers_per_process} "
-                "crashes the cluster at start (Bytewax 0.21.1): keep the shape, or reset the recovery state "
-                '(docs/operations.md, "Changing the number of processes")')
-    if not any(directory.glob("part-*.sqlite3")):
+    if directory is None or not any(directory.glob("part-*.sqlite3")):
         return  # a process holding no partition holds no state either
+    path = directory / SHAPE_FILE
     temporary = path.with_suffix(f".{os.getpid()}.tmp")  # processes sharing one directory
-    temporary.write_text(json.dumps(shape))
+    temporary.write_text(json.dumps({"processes": processes, "workers_per_process": workers_per_process}))
     temporary.replace(path)
 
 

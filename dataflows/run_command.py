@@ -14,10 +14,12 @@ from dataflows.live import (
     cluster_place,
     epoch_interval,
     feature_store,
+    group_offsets,
     live_flow,
     recovery_config,
 )
 from dataflows.metrics import METRICS, start_metrics_server
+from dataflows.recovery_partitions import record_cluster_shape, recorded_processes
 from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
@@ -48,10 +50,14 @@ def run_command(
     address_list = addresses.split(";") if addresses else None
     try:
         member, processes = cluster_place(process_id, addresses)
-        flow = live_flow(settings, member=member, members=processes)
+        recovery_dir = recovery_dir or settings.flow.recovery_dir
+        flow = live_flow(settings, member=member, members=processes,
+                         offsets=group_offsets(settings, recovery_dir),
+                         previous_members=recorded_processes(recovery_dir))
         check_store_reachable(settings)
-        recovery = recovery_config(recovery_dir or settings.flow.recovery_dir, partitions=workers * processes,
-                                   processes=processes, workers_per_process=workers)
+        recovery = recovery_config(recovery_dir, partitions=workers * processes)
+        if member == 0:  # the process that lists the parts of a cluster of another size
+            record_cluster_shape(recovery_dir, processes, workers)
     except (ConfigurationError, StoreError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -13,6 +13,7 @@ values or clients it needs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,10 @@ class KafkaSettings(_Part):
         default=None, description="host:port[,host:port]; unset = the embedded local broker"
     )
     topic_prefix: str = ""
+    group_id: str = Field(
+        default="jukebox-engine", description="Consumer group the engine commits its input offsets to "
+        "(bookkeeping beside the recovery snapshots; where a partition without a snapshot starts)"
+    )
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -108,6 +113,11 @@ class FlowSettings(_Part):
     input_max_lead_s: float = Field(
         default=5.0, ge=0, description="How far past the last record of a partition that may still "
         "deliver earlier ones a record may go out"
+    )
+    input_start: Literal["committed", "earliest"] = Field(
+        default="committed", description="With recovery on, where an input partition the snapshot "
+        "does not hold starts (the number of processes changed): the consumer group's committed "
+        "offset, else the earliest; earliest: always the start of retention (resetting state)"
     )
     input_stall_s: float = Field(
         default=10.0, gt=0, description="A partition behind the others that stays empty this long "

@@ -25,6 +25,7 @@ class SlowTopicConsumer:
 
 
 def slowed(part, topic: str, per_poll: int):
-    """The source partition `part`, its fetches of `topic` slowed."""
-    part._consumer = SlowTopicConsumer(part._consumer, topic, per_poll)
+    """The source partition `part`, its fetches of `topic` slowed (a retired part reads nothing)."""
+    if hasattr(part, "_consumer"):
+        part._consumer = SlowTopicConsumer(part._consumer, topic, per_poll)
     return part

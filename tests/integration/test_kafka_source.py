@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 from itertools import pairwise
 
-from confluent_kafka import OFFSET_BEGINNING, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from dataflows.idle_state import IDLE_TICK_S, IdleTick
-from dataflows.kafka_source import ArrivalOrderedKafkaSource
+from dataflows.kafka_source import ArrivalOrderedKafkaSource, GroupOffsets
 from dataflows.metrics import EngineMetrics
 from schemas.topics import Topics
 from tests.integration.slow_fetch import slowed
@@ -93,13 +93,66 @@ def test_each_process_of_a_cluster_reads_its_own_share_of_the_partitions(kafka_b
     read = []
     for member in (0, 1):
         source = _source(kafka_bootstrap, [topics.plays], member=member, members=2)
-        assert source.list_parts() == [f"inputs-{member}of2"]
+        assert source.list_parts()[0] == f"inputs-{member}of2"
         part = _part(source)
         try:
             read.append(sorted(r.partition for r in _records_until(part, 4)))
         finally:
             part.close()
     assert read == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def _committed(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(8)], timeout=10)
+    finally:
+        consumer.close()
+    return {p.partition: p.offset for p in found if p.offset >= 0}
+
+
+def test_a_changed_process_count_starts_where_the_group_committed_not_at_the_beginning(
+        kafka_bootstrap: str, topics: Topics):
+    # Each process's share of the partitions, and its part's name, change with the
+    # process count: no snapshot holds the new parts. Before the group's offsets, every
+    # process then read its share again from the start of retention.
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def produce_round(round_: int) -> None:
+        for partition in range(8):
+            producer.produce(topics.plays, key=b"k", value=b"%d/%d" % (round_, partition), partition=partition)
+        assert producer.flush(10) == 0
+
+    produce_round(0)
+    waiting = GroupOffsets(f"{topics.plays}-later", commit_delay_s=3600)
+    now = GroupOffsets(f"{topics.plays}-group", commit_delay_s=0)
+    parts = [_part(_source(kafka_bootstrap, [topics.plays], group=group)) for group in (waiting, now)]
+    try:
+        for part in parts:  # one process read round 0
+            assert len(_records_until(part, 8)) == 8
+            part.snapshot()  # the group gets the offsets of snapshots at least the delay old
+            _drain(part, 0.5)  # the commit's result comes back in a poll
+    finally:
+        for part in parts:
+            part.close()
+    produce_round(1)
+    assert _committed(kafka_bootstrap, waiting.group_id, topics.plays) == {}
+    assert _committed(kafka_bootstrap, now.group_id, topics.plays) == dict.fromkeys(range(8), 1)
+
+    def read_by_two_processes(group: GroupOffsets) -> list[bytes]:
+        read = []
+        for member in (0, 1):
+            part = _part(_source(kafka_bootstrap, [topics.plays], member=member, members=2, group=group))
+            try:
+                read.extend(r.value for r in _records_until(part, 8, timeout_s=3))
+            finally:
+                part.close()
+        return sorted(read)
+
+    assert read_by_two_processes(now) == sorted(b"1/%d" % p for p in range(8))
+    assert read_by_two_processes(waiting) == sorted(b"%d/%d" % (r, p) for r in (0, 1) for p in range(8))
+    from_start = GroupOffsets(now.group_id, commit_delay_s=0, start_committed=False)  # resetting state
+    assert read_by_two_processes(from_start) == sorted(b"%d/%d" % (r, p) for r in (0, 1) for p in range(8))
 
 
 def _produce_history(bootstrap: str, topics: Topics) -> None:
@@ -180,3 +233,34 @@ def test_a_restart_resumes_after_the_last_record_emitted(kafka_bootstrap: str, t
         part.close()
     assert sorted((r.topic, r.offset) for r in first + rest) == sorted(
         [(topics.plays, n) for n in range(3600)] + [(topics.payments, n) for n in range(360)])
+
+
+def test_parts_of_an_older_source_or_cluster_size_are_retired_and_hand_their_offsets_over(
+        kafka_bootstrap: str, topics: Topics):
+    # Bytewax crashed every process that resumed state of a part no process listed: process
+    # 0 lists the per-partition parts of the source before this one and the parts of a
+    # cluster of another size, reads nothing through them, drops their state, and the parts
+    # of today start where that state said.
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for partition in range(8):
+        for n in range(3):
+            producer.produce(topics.plays, key=b"k", value=b"%d/%d" % (partition, n), partition=partition)
+    assert producer.flush(10) == 0
+    source = _source(kafka_bootstrap, [topics.plays], previous_members=2)
+    parts = source.list_parts()
+    assert parts[:3] == ["inputs-0of1", "inputs-0of2", "inputs-1of2"]
+    assert sorted(parts[3:]) == sorted(f"{p}-{topics.plays}" for p in range(8))
+    assert _source(kafka_bootstrap, [topics.plays], member=1, members=2).list_parts() == ["inputs-1of2"]
+
+    own = _part(source)  # built first: its partitions are assigned at its first poll
+    retired = [source.build_part("records", "inputs-0of2", {(topics.plays, 0): 1, (topics.plays, 2): 2}),
+               source.build_part("records", f"5-{topics.plays}", 3),
+               source.build_part("records", "inputs-1of2", None)]
+    try:
+        assert all(part.next_batch() == [] and part.snapshot() is None for part in retired)
+        read = sorted(r.value for r in _records_until(own, 24 - 1 - 2 - 3, timeout_s=10))
+        assert own.next_batch() in ([], [IdleTick()])
+    finally:
+        own.close()
+    skipped = {b"0/0", b"2/0", b"2/1", b"5/0", b"5/1", b"5/2"}
+    assert read == sorted(b"%d/%d" % (p, n) for p in range(8) for n in range(3) if b"%d/%d" % (p, n) not in skipped)
