@@ -20,7 +20,11 @@ from dataflows.live import (
     recovery_arguments,
 )
 from dataflows.metrics import METRICS, start_metrics_server
-from dataflows.recovery_partitions import record_cluster_shape, recorded_processes
+from dataflows.recovery_partitions import (
+    record_cluster_shape,
+    recorded_processes,
+    upgraded_from_unshaped,
+)
 from dataflows.settings import JukeboxSettings
 
 
@@ -39,7 +43,8 @@ try:
     recovery_dir, backup_interval_s = recovery_arguments(sys.argv[1:])
     flow = live_flow(settings, member=member, members=members,
                      offsets=group_offsets(settings, recovery_dir, backup_interval_s),
-                     previous_members=recorded_processes(recovery_dir))
+                     previous_members=recorded_processes(recovery_dir),
+                     legacy_parts=upgraded_from_unshaped(recovery_dir))
     if member == 0:  # the process that lists the parts of a cluster of another size
         record_cluster_shape(recovery_dir, members, settings.flow.workers)  # `-w` gets this setting
 except ConfigurationError as exc:

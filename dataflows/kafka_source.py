@@ -10,8 +10,9 @@ emitted. Records leave as `RawRecord`s.
 When the number of processes changes, so do every share and every part's name, and no
 snapshot holds the new parts. Bytewax 0.21.1 crashed every process that resumed state of
 a part no process listed, so process 0 also lists the parts of the cluster before (its
-size noted by dataflows/recovery_partitions.py) and the per-partition parts of the
-source before this one (`<partition>-<topic>`), and retires them: they read nothing,
+size noted by dataflows/recovery_partitions.py) and, over state from before that note,
+the per-partition parts of the source before this one (`<partition>-<topic>`), and
+retires them: they read nothing,
 their snapshot drops their state, and their offsets start the partitions they held where
 those are owned in the same process. Elsewhere a partition starts at the consumer group's
 committed offset (`GroupOffsets`), as Flink's Kafka source does: the offsets of a
@@ -88,33 +89,35 @@ class ArrivalOrderedKafkaSource(FixedPartitionedSource):
     def __init__(self, brokers: Sequence[str], topics: Sequence[str], *, metrics: EngineMetrics,
                  batch_size: int = 1000, add_config: dict | None = None, member: int = 0, members: int = 1,
                  tail: bool = True, max_lead_ms: int | None = 5_000, stall_s: float = 10.0,
-                 group: GroupOffsets | None = None, previous_members: int | None = None) -> None:
+                 group: GroupOffsets | None = None, previous_members: int | None = None,
+                 legacy_parts: bool = False) -> None:
         if not 0 <= member < members:
             raise ValueError(f"member {member} is not one of {members}")
         self._brokers, self._topics, self._metrics = list(brokers), list(topics), metrics
         self._batch_size, self._member, self._members, self._tail = batch_size, member, members, tail
         self._add_config = {**PREFETCH, **(add_config or {})}
         self._max_lead_ms, self._stall_s, self._group = max_lead_ms, stall_s, group
-        self._previous_members = previous_members
+        self._previous_members, self._legacy_parts = previous_members, legacy_parts
         self._handover: dict[Lane, int] = {}  # offsets in the state of retired parts
 
     def list_parts(self) -> list[str]:
         """This process's part. Process 0 also lists the parts whose state the recovery may
         hold from before, to retire them: Bytewax 0.21.1 crashed every process that resumed
         state of a part no process listed (2026-12-03). Those are the parts of a cluster of
-        another size, and the per-partition parts of the source before this one."""
+        another size, and (`legacy_parts`) the per-partition parts of the source before."""
         own = [_part_name(self._member, self._members)]
         if self._member != 0:
             return own
         previous = self._previous_members
         retired = [] if previous in (None, self._members) else [_part_name(i, previous) for i in range(previous)]
-        consumer = Consumer({"bootstrap.servers": ",".join(self._brokers), **self._add_config,
-                             "group.id": "jukebox-metadata"})
-        try:
-            legacy = [f"{p}-{topic}" for topic, p in _lanes(consumer, self._topics)]
-        finally:
-            consumer.close()
-        return own + retired + legacy
+        if self._legacy_parts:
+            consumer = Consumer({"bootstrap.servers": ",".join(self._brokers), **self._add_config,
+                                 "group.id": "jukebox-metadata"})
+            try:
+                retired += [f"{p}-{topic}" for topic, p in _lanes(consumer, self._topics)]
+            finally:
+                consumer.close()
+        return own + retired
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict[Lane, int] | int | None):
         if for_part != _part_name(self._member, self._members):

@@ -184,7 +184,7 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
 
 def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, member: int = 0,
               members: int = 1, offsets: GroupOffsets | None = None,
-              previous_members: int | None = None) -> Dataflow:
+              previous_members: int | None = None, legacy_parts: bool = False) -> Dataflow:
     """The live flow of process `member` of `members`: it reads its share of the input
     partitions (kafka_source.py), committing their offsets to a group as `offsets` says."""
     if not settings.kafka.bootstrap:
@@ -208,6 +208,7 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, membe
         batch_size=flow_settings.batch_size, metrics=metrics, member=member, members=members,
         max_lead_ms=round(flow_settings.input_max_lead_s * 1000) if flow_settings.input_alignment else None,
         stall_s=flow_settings.input_stall_s, group=offsets, previous_members=previous_members,
+        legacy_parts=legacy_parts,
     )
     outputs = FlowOutputs(
         features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),

@@ -40,12 +40,34 @@ def recorded_processes(directory: Path | None) -> int | None:
     return int(json.loads(path.read_text())["processes"])
 
 
+def holds_snapshots(directory: Path | None) -> bool:
+    """Whether a recovery partition in `directory` holds any snapshot."""
+    for path in [] if directory is None else sorted(directory.glob("part-*.sqlite3")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if db.execute("SELECT 1 FROM snaps LIMIT 1").fetchone() is not None:
+                return True
+        except sqlite3.OperationalError:
+            continue  # not initialised by Bytewax yet
+        finally:
+            db.close()
+    return False
+
+
+def upgraded_from_unshaped(directory: Path | None) -> bool:
+    """State written before the cluster's shape was noted (2026-12-03): it may hold the
+    parts of the per-partition input source of earlier releases."""
+    return recorded_processes(directory) is None and holds_snapshots(directory)
+
+
 def record_cluster_shape(directory: Path | None, processes: int, workers_per_process: int) -> None:
     """Note the shape of the cluster about to write the recovery state in `directory`.
 
     >>> import tempfile
     >>> directory = Path(tempfile.mkdtemp())
     >>> create_partitions(directory, 2)
+    >>> upgraded_from_unshaped(directory)  # new partitions hold no snapshot
+    False
     >>> record_cluster_shape(directory, 2, 1)
     >>> recorded_processes(directory)
     2

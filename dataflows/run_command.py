@@ -19,7 +19,11 @@ from dataflows.live import (
     recovery_config,
 )
 from dataflows.metrics import METRICS, start_metrics_server
-from dataflows.recovery_partitions import record_cluster_shape, recorded_processes
+from dataflows.recovery_partitions import (
+    record_cluster_shape,
+    recorded_processes,
+    upgraded_from_unshaped,
+)
 from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
@@ -53,7 +57,8 @@ def run_command(
         recovery_dir = recovery_dir or settings.flow.recovery_dir
         flow = live_flow(settings, member=member, members=processes,
                          offsets=group_offsets(settings, recovery_dir),
-                         previous_members=recorded_processes(recovery_dir))
+                         previous_members=recorded_processes(recovery_dir),
+                         legacy_parts=upgraded_from_unshaped(recovery_dir))
         check_store_reachable(settings)
         recovery = recovery_config(recovery_dir, partitions=workers * processes)
         if member == 0:  # the process that lists the parts of a cluster of another size
