@@ -21,6 +21,8 @@ from dataflows.live import (
 )
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.recovery_partitions import (
+    holds_partitions,
+    holds_snapshots,
     record_cluster_shape,
     recorded_processes,
     upgraded_from_unshaped,
@@ -42,7 +44,10 @@ try:
     member, members = cluster_member(sys.argv[1:])
     recovery_dir, backup_interval_s = recovery_arguments(sys.argv[1:])
     flow = live_flow(settings, member=member, members=members,
-                     offsets=group_offsets(settings, recovery_dir, backup_interval_s),
+                     # a process added to the cluster holds no partition, but the state is elsewhere
+                     offsets=group_offsets(settings, recovery_dir, backup_interval_s,
+                                           fresh_state=holds_partitions(recovery_dir)
+                                           and not holds_snapshots(recovery_dir)),
                      previous_members=recorded_processes(recovery_dir),
                      legacy_parts=upgraded_from_unshaped(recovery_dir))
     if member == 0:  # the process that lists the parts of a cluster of another size

@@ -277,14 +277,19 @@ def cluster_place(process_id: int | None, addresses: str | None) -> tuple[int, i
 
 
 def group_offsets(settings: JukeboxSettings, recovery_dir: Path | None,
-                  backup_interval_s: float = 0.0) -> GroupOffsets | None:
+                  backup_interval_s: float = 0.0, fresh_state: bool = False) -> GroupOffsets | None:
     """How the input offsets are shared with the consumer group: only with recovery on
     (without it every start reads from the beginning and rebuilds the windows). A snapshot's
     offsets wait until Bytewax can no longer resume from an older one: the backup interval
-    (volumes restored from a backup) plus ten snapshot intervals (epochs in flight).
+    (volumes restored from a backup) plus ten snapshot intervals (epochs in flight). Over
+    `fresh_state` (this process's recovery partitions hold no snapshot: a first start, or
+    a volume lost and re-created) partitions start from the beginning, whatever the group
+    says, so the windows are rebuilt rather than started mid-stream.
 
     >>> group_offsets(JukeboxSettings(), Path("/recovery"), backup_interval_s=600)
     GroupOffsets(group_id='jukebox-engine', commit_delay_s=650.0, start_committed=True)
+    >>> group_offsets(JukeboxSettings(), Path("/recovery"), fresh_state=True).start_committed
+    False
     >>> group_offsets(JukeboxSettings(), None) is None
     True
     """
@@ -292,7 +297,7 @@ def group_offsets(settings: JukeboxSettings, recovery_dir: Path | None,
         return None
     flow = settings.flow
     delay = backup_interval_s + 10 * flow.snapshot_interval_s
-    return GroupOffsets(settings.kafka.group_id, delay, flow.input_start == "committed")
+    return GroupOffsets(settings.kafka.group_id, delay, flow.input_start == "committed" and not fresh_state)
 
 
 def recovery_arguments(argv: list[str], env: Mapping[str, str] = os.environ) -> tuple[Path | None, float]:

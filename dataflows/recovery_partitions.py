@@ -40,6 +40,10 @@ def recorded_processes(directory: Path | None) -> int | None:
     return int(json.loads(path.read_text())["processes"])
 
 
+def holds_partitions(directory: Path | None) -> bool:
+    return directory is not None and any(directory.glob("part-*.sqlite3"))
+
+
 def holds_snapshots(directory: Path | None) -> bool:
     """Whether a recovery partition in `directory` holds any snapshot."""
     for path in [] if directory is None else sorted(directory.glob("part-*.sqlite3")):

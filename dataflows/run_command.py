@@ -20,6 +20,7 @@ from dataflows.live import (
 )
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.recovery_partitions import (
+    holds_snapshots,
     record_cluster_shape,
     recorded_processes,
     upgraded_from_unshaped,
@@ -56,7 +57,8 @@ def run_command(
         member, processes = cluster_place(process_id, addresses)
         recovery_dir = recovery_dir or settings.flow.recovery_dir
         flow = live_flow(settings, member=member, members=processes,
-                         offsets=group_offsets(settings, recovery_dir),
+                         # a directory without partitions gets new ones below
+                         offsets=group_offsets(settings, recovery_dir, fresh_state=not holds_snapshots(recovery_dir)),
                          previous_members=recorded_processes(recovery_dir),
                          legacy_parts=upgraded_from_unshaped(recovery_dir))
         check_store_reachable(settings)
