@@ -15,18 +15,12 @@ import sys
 from dataflows.live import (
     ConfigurationError,
     cluster_member,
-    group_offsets,
     live_flow,
     recovery_arguments,
+    source_resume,
 )
 from dataflows.metrics import METRICS, start_metrics_server
-from dataflows.recovery_partitions import (
-    holds_partitions,
-    holds_snapshots,
-    record_cluster_shape,
-    recorded_processes,
-    upgraded_from_unshaped,
-)
+from dataflows.recovery_partitions import record_cluster_shape
 from dataflows.settings import JukeboxSettings
 
 
@@ -44,12 +38,7 @@ try:
     member, members = cluster_member(sys.argv[1:])
     recovery_dir, backup_interval_s = recovery_arguments(sys.argv[1:])
     flow = live_flow(settings, member=member, members=members,
-                     # a process added to the cluster holds no partition, but the state is elsewhere
-                     offsets=group_offsets(settings, recovery_dir, backup_interval_s,
-                                           fresh_state=holds_partitions(recovery_dir)
-                                           and not holds_snapshots(recovery_dir)),
-                     previous_members=recorded_processes(recovery_dir),
-                     legacy_parts=upgraded_from_unshaped(recovery_dir))
+                     resume=source_resume(settings, recovery_dir, backup_interval_s))
     if member == 0:  # the process that lists the parts of a cluster of another size
         record_cluster_shape(recovery_dir, members, settings.flow.workers)  # `-w` gets this setting
 except ConfigurationError as exc:

@@ -12,9 +12,8 @@ snapshot holds the new parts. Bytewax 0.21.1 crashed every process that resumed 
 a part no process listed, so process 0 also lists the parts of the cluster before (its
 size noted by dataflows/recovery_partitions.py) and, over state from before that note,
 the per-partition parts of the source before this one (`<partition>-<topic>`), and
-retires them: they read nothing,
-their snapshot drops their state, and their offsets start the partitions they held where
-those are owned in the same process. Elsewhere a partition starts at the consumer group's
+retires them: they read nothing, their snapshot drops their state, and their offsets
+start the partitions they held where those are owned in the same process. Elsewhere a partition starts at the consumer group's
 committed offset (`GroupOffsets`), as Flink's Kafka source does: the offsets of a
 snapshot at least `commit_delay_s` old are committed to the group. Delayed, because
 Bytewax may resume from a snapshot older than the last one taken (one in flight, or

@@ -13,7 +13,7 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +28,12 @@ from dataflows.kafka_sink import EpochConfirmedKafkaSink
 from dataflows.kafka_source import ArrivalOrderedKafkaSource, GroupOffsets
 from dataflows.metrics import METRICS, EngineMetrics
 from dataflows.records import Admitted, OutMessage, RawRecord
-from dataflows.recovery_partitions import create_partitions
+from dataflows.recovery_partitions import (
+    create_partitions,
+    holds_partitions,
+    holds_snapshots,
+    recorded_processes,
+)
 from dataflows.recs_live import load_catalog, recs_config
 from dataflows.settings import JukeboxSettings
 from models.decision import DecisionPolicy
@@ -182,11 +187,41 @@ def fraud_config(settings: JukeboxSettings, metrics: EngineMetrics) -> FraudConf
                        keep_policy_threshold=threshold is not None, drift=drift)
 
 
+@dataclass(frozen=True)
+class SourceResume:
+    """What the input source needs to know about the recovery state it starts over
+    (kafka_source.py): how it shares offsets with the consumer group, the process count of
+    the cluster before, and whether the state predates that note (an upgrade)."""
+
+    offsets: GroupOffsets | None = None
+    previous_members: int | None = None
+    legacy_parts: bool = False
+
+
+def source_resume(settings: JukeboxSettings, recovery_dir: Path | None, backup_interval_s: float = 0.0,
+                  creates_partitions: bool = False) -> SourceResume:
+    """`creates_partitions`: a directory without partitions gets new ones at this start
+    (`jukebox run`), so its state is fresh; otherwise (`bytewax.run`) such a process was
+    just added to a cluster whose state lies on the others' volumes.
+
+    >>> import tempfile
+    >>> empty = Path(tempfile.mkdtemp())
+    >>> source_resume(JukeboxSettings(), empty).offsets.start_committed  # added to a cluster
+    True
+    >>> source_resume(JukeboxSettings(), empty, creates_partitions=True).offsets.start_committed
+    False
+    """
+    snapshots = holds_snapshots(recovery_dir)
+    fresh = not snapshots and (creates_partitions or holds_partitions(recovery_dir))
+    previous = recorded_processes(recovery_dir)
+    return SourceResume(group_offsets(settings, recovery_dir, backup_interval_s, fresh_state=fresh),
+                        previous, legacy_parts=previous is None and snapshots)
+
+
 def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, member: int = 0,
-              members: int = 1, offsets: GroupOffsets | None = None,
-              previous_members: int | None = None, legacy_parts: bool = False) -> Dataflow:
+              members: int = 1, resume: SourceResume = SourceResume()) -> Dataflow:
     """The live flow of process `member` of `members`: it reads its share of the input
-    partitions (kafka_source.py), committing their offsets to a group as `offsets` says."""
+    partitions (kafka_source.py), over the recovery state `resume` describes."""
     if not settings.kafka.bootstrap:
         raise ConfigurationError("JUKEBOX_KAFKA_BOOTSTRAP is not set (or run `jukebox demo`)")
     redis_url(settings)  # fail before anything is built
@@ -207,8 +242,8 @@ def live_flow(settings: JukeboxSettings, metrics: EngineMetrics = METRICS, membe
         [settings.kafka.bootstrap], list(config.topics.inputs), add_config=consumer_config,
         batch_size=flow_settings.batch_size, metrics=metrics, member=member, members=members,
         max_lead_ms=round(flow_settings.input_max_lead_s * 1000) if flow_settings.input_alignment else None,
-        stall_s=flow_settings.input_stall_s, group=offsets, previous_members=previous_members,
-        legacy_parts=legacy_parts,
+        stall_s=flow_settings.input_stall_s, group=resume.offsets,
+        previous_members=resume.previous_members, legacy_parts=resume.legacy_parts,
     )
     outputs = FlowOutputs(
         features=FeatureStoreSink(lambda: feature_store(settings), observe_redis_write(metrics)),

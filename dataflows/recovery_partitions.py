@@ -58,25 +58,19 @@ def holds_snapshots(directory: Path | None) -> bool:
     return False
 
 
-def upgraded_from_unshaped(directory: Path | None) -> bool:
-    """State written before the cluster's shape was noted (2026-12-03): it may hold the
-    parts of the per-partition input source of earlier releases."""
-    return recorded_processes(directory) is None and holds_snapshots(directory)
-
-
 def record_cluster_shape(directory: Path | None, processes: int, workers_per_process: int) -> None:
     """Note the shape of the cluster about to write the recovery state in `directory`.
 
     >>> import tempfile
     >>> directory = Path(tempfile.mkdtemp())
     >>> create_partitions(directory, 2)
-    >>> upgraded_from_unshaped(directory)  # new partitions hold no snapshot
+    >>> holds_snapshots(directory)  # new partitions hold no snapshot
     False
     >>> record_cluster_shape(directory, 2, 1)
     >>> recorded_processes(directory)
     2
     """
-    if directory is None or not any(directory.glob("part-*.sqlite3")):
+    if not holds_partitions(directory):
         return  # a process holding no partition holds no state either
     path = directory / SHAPE_FILE
     temporary = path.with_suffix(f".{os.getpid()}.tmp")  # processes sharing one directory

@@ -14,17 +14,12 @@ from dataflows.live import (
     cluster_place,
     epoch_interval,
     feature_store,
-    group_offsets,
     live_flow,
     recovery_config,
+    source_resume,
 )
 from dataflows.metrics import METRICS, start_metrics_server
-from dataflows.recovery_partitions import (
-    holds_snapshots,
-    record_cluster_shape,
-    recorded_processes,
-    upgraded_from_unshaped,
-)
+from dataflows.recovery_partitions import record_cluster_shape
 from dataflows.settings import JukeboxSettings
 from online_store.redis_store import StoreError
 
@@ -57,10 +52,7 @@ def run_command(
         member, processes = cluster_place(process_id, addresses)
         recovery_dir = recovery_dir or settings.flow.recovery_dir
         flow = live_flow(settings, member=member, members=processes,
-                         # a directory without partitions gets new ones below
-                         offsets=group_offsets(settings, recovery_dir, fresh_state=not holds_snapshots(recovery_dir)),
-                         previous_members=recorded_processes(recovery_dir),
-                         legacy_parts=upgraded_from_unshaped(recovery_dir))
+                         resume=source_resume(settings, recovery_dir, creates_partitions=True))
         check_store_reachable(settings)
         recovery = recovery_config(recovery_dir, partitions=workers * processes)
         if member == 0:  # the process that lists the parts of a cluster of another size
