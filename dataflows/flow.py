@@ -37,7 +37,7 @@ from dataflows.replay_order import (
 )
 from online_store.admission import AdmissionPolicy
 from online_store.customer import CustomerPayment, CustomerState, update_customer
-from online_store.device import DeviceState, update_device
+from online_store.device import DeviceState, applied_device_input, device_row, device_values
 from online_store.feature_row import FeatureRow
 from online_store.state_release import releasable, release_horizon_s
 from online_store.venues import venue_assignments
@@ -197,9 +197,13 @@ class DeviceLogic(_ReleasingStateLogic):
         return state.jukebox_id
 
     def on_batch(self, values: list) -> tuple[list, bool]:
+        """Each input's outputs in order, and the jukebox's feature row once, at the end:
+        the store keeps only an entity's latest row of a batch anyway. Scoring still reads
+        the features as of each event."""
         outputs: list = []
         state = self.state
-        probed = False
+        probed = row_due = False
+        valued = None  # the features as of the state, when scoring has just read them
         for value in values:
             position = None
             if type(value) is Sequenced:
@@ -209,27 +213,31 @@ class DeviceLogic(_ReleasingStateLogic):
                 if self.scoring:
                     outputs.append(value)  # on to the jukebox's fraud decisions
                 continue
-            state, emitted = update_device(state, value)
-            row = payment = None
+            state, changed, emitted = applied_device_input(state, value)
+            if changed:
+                row_due, valued = True, None
+            payment = None
             for item in emitted:
-                if isinstance(item, FeatureRow):
-                    row = item
-                    outputs.append(item)
-                elif isinstance(item, CustomerPayment):
+                if isinstance(item, CustomerPayment):
                     payment = item
                 else:  # a venue move, for the customers who paid here
                     outputs.append(item if position is None or not self.scoring else Sequenced(position, item))
-            if not self.scoring or row is None:
+            if not self.scoring or not changed:
                 if payment is not None:
                     outputs.append(payment)
                 continue
+            values_now = valued = device_values(state)
+            as_of = state.clock
             venue = state.venue.venue_id if state.venue is not None else None
             if payment is not None:
-                outputs.append(PaymentForCustomer(payment, row.values, venue, row.as_of, position))
+                outputs.append(PaymentForCustomer(payment, values_now, venue, as_of, position))
                 if position is not None:
-                    outputs.append(PaymentPending(row.entity_id, position))
+                    outputs.append(PaymentPending(state.jukebox_id, position))
             else:
-                outputs.append(ScoringRequest(row.entity_id, venue, None, row.as_of, row.values, position))
+                outputs.append(ScoringRequest(state.jukebox_id, venue, None, as_of, values_now, position))
+        if row_due:
+            outputs.append(device_row(state) if valued is None else FeatureRow(
+                "device", state.jukebox_id, state.version, state.clock, valued))
         self.state = state
         return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 

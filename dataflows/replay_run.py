@@ -184,7 +184,7 @@ class _CoalescingPartition(StatelessSinkPartition[FeatureRow]):
             current = pending.get(ident)
             if current is None:
                 pending[ident] = row
-            elif row.version > current.version:  # older rows: the upsert guard refuses them too
+            elif row.as_of >= current.as_of:  # as the upsert guard: the last row as of a time wins
                 if row.values.keys() != current.values.keys():
                     row = FeatureRow(row.entity, row.entity_id, row.version, row.as_of,
                                      {**current.values, **row.values})
@@ -199,11 +199,14 @@ class _CoalescingPartition(StatelessSinkPartition[FeatureRow]):
 
 
 class CoalescingFeatureSink(DynamicSink[FeatureRow]):
-    """Per worker: each entity's latest row (merged in version order), written to its own
-    store when `max_entities` are pending and by `flush()` at the end of the run.
+    """Per worker: each entity's latest row (rows merged in the order they come, the last
+    as of a time winning, as the store's guard decides), written to its own store when
+    `max_entities` are pending and by `flush()` at the end of the run.
 
-    Rows of one entity all come from the worker that owns its key, in version order, so
-    the store ends exactly as if every row had been upserted one by one.
+    Rows of one entity all come from the worker that owns its key, in the order its state
+    made them, so the store ends exactly as if every row had been upserted one by one. A
+    venue registration's row has the version of the jukebox's last event: a rule by
+    version kept the row before it (a replay lost venue moves until 2026-12-04).
     """
 
     def __init__(self, store_factory: Callable[[], FeatureStore], written_at: datetime,

@@ -25,7 +25,7 @@ and the venue is the registration with the latest `updated_at`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from online_store.customer import CustomerPayment, VenueLocated
 from online_store.dedup import SeenEvents, event_digest
@@ -40,6 +40,9 @@ from schemas.countries import CURRENCIES
 from schemas.events import DeviceLocationEvent, PaymentEvent, PaymentStatus, PlayEvent
 
 DeviceInput = PlayEvent | PaymentEvent | DeviceLocationEvent | VenueAssignment
+
+
+_IDLE_RESET = timedelta(seconds=IDLE_RESET_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,9 @@ class DeviceState:
     payers_24h: SlidingSet = field(default_factory=lambda: SlidingSet(H24))
     latest_fix: LocationFix | None = None
     previous_fix: LocationFix | None = None
+    # (latest fix, previous fix, venue, stale, values): location values change only with
+    # those, and are read for every event. Not saved in a snapshot.
+    location_cache: tuple | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self):
         # Flat, primitives only (online_store/snapshot_form.py): paid about once per event.
@@ -133,41 +139,37 @@ _WINDOW_KINDS = {name: type(getattr(DeviceState(""), name)) for name in _WINDOWS
 
 def update_device(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceState, list]:
     """Apply one input to a jukebox's state; return the state and the outputs to emit."""
+    state, changed, extra = applied_device_input(state, item)
+    return state, [device_row(state), *extra] if changed else extra
+
+
+def applied_device_input(state: DeviceState | None, item: DeviceInput) -> tuple[DeviceState, bool, list]:
+    """`update_device` without building the row: (state, whether the jukebox's row is
+    due, the other outputs). A caller applying several inputs builds one row at the end."""
     if state is None:
         state = DeviceState(jukebox_id=item.jukebox_id)
     if isinstance(item, VenueAssignment):
-        return state, _apply_venue(state, item.venue)
+        located = _apply_venue(state, item.venue)
+        # same version: the last write at it wins
+        return state, located is not None and state.clock is not None, located or []
     event_s = int(item.event_time.timestamp())
     if state.clock is not None and event_s - state.clock_s > IDLE_RESET_S:
         state = DeviceState(jukebox_id=state.jukebox_id, venue=state.venue,  # see IDLE_RESET_S
                             latest_fix=state.latest_fix, previous_fix=state.previous_fix)
     if not state.seen.first_sighting(f"{item.kind}:{item.event_id}", event_s):
-        return state, []
+        return state, False, []
     state.advance_to(item.event_time)
     # The version counts distinct events, whether or not they changed a value, so an
     # entity's final version is the same in any order (the upsert guard relies on it).
     state.version += 1
     if isinstance(item, PlayEvent):
         _apply_play(state, item, event_s)
-        extra: list = []
-    elif isinstance(item, PaymentEvent):
+        return state, True, []
+    if isinstance(item, PaymentEvent):
         _apply_payment(state, item, event_s)
-        extra = [_customer_payment(state, item)]
-    else:
-        _apply_location(state, item)
-        extra = []
-    return state, [device_row(state), *extra]
-
-
-def update_device_batch(
-    state: DeviceState | None, items: list[DeviceInput]
-) -> tuple[DeviceState | None, list]:
-    """Batch variant: every output of every item, in order."""
-    outputs: list = []
-    for item in items:
-        state, emitted = update_device(state, item)
-        outputs.extend(emitted)
-    return state, outputs
+        return state, True, [_customer_payment(state, item)]
+    _apply_location(state, item)
+    return state, True, []
 
 
 def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
@@ -210,10 +212,12 @@ def _apply_location(state: DeviceState, report: DeviceLocationEvent) -> bool:
     return True
 
 
-def _apply_venue(state: DeviceState, venue: VenueRef) -> list:
+def _apply_venue(state: DeviceState, venue: VenueRef) -> list | None:
+    """What the registration moves (customers to relocate); None when it is older than
+    the one held."""
     current = state.venue
     if current is not None and venue.updated_at_s < current.updated_at_s:
-        return []
+        return None
     state.venue = venue if venue.active else None
     place = (state.venue.lat, state.venue.lon) if state.venue else None
     moved = place != ((current.lat, current.lon) if current else None)
@@ -227,9 +231,7 @@ def _apply_venue(state: DeviceState, venue: VenueRef) -> list:
     state.after_hours_plays_1h.replace_buckets({} if venue is None else {
         bucket: plays for bucket, plays in state.plays_1h.bucket_items()
         if not venue.is_open_at(bucket * bucket_s)})
-    if state.clock is None:
-        return located
-    return [device_row(state), *located]  # same version: the last write at it wins
+    return located
 
 
 def _customer_payment(state: DeviceState, payment: PaymentEvent) -> CustomerPayment:
@@ -248,8 +250,19 @@ def _customer_payment(state: DeviceState, payment: PaymentEvent) -> CustomerPaym
 
 def location_values(state: DeviceState) -> dict[str, FeatureValue]:
     latest, previous, venue = state.latest_fix, state.previous_fix, state.venue
-    if latest is not None and state.clock is not None and (state.clock - latest.t).total_seconds() > IDLE_RESET_S:
-        latest = previous = None  # no report within a day of the jukebox's latest event
+    # no report within a day of the jukebox's latest event: no location values
+    stale = latest is not None and state.clock is not None and state.clock - latest.t > _IDLE_RESET
+    cached = state.location_cache
+    if (cached is not None and cached[0] is latest and cached[1] is previous and cached[2] is venue
+            and cached[3] == stale):
+        return cached[4]
+    values = _location_values(None if stale else latest, None if stale else previous, venue)
+    state.location_cache = (latest, previous, venue, stale, values)
+    return values
+
+
+def _location_values(latest: LocationFix | None, previous: LocationFix | None,
+                     venue: VenueRef | None) -> dict[str, FeatureValue]:
     distance = speed = gap = None
     if latest is not None and venue is not None:
         distance = haversine_km(latest.lat, latest.lon, venue.lat, venue.lon)

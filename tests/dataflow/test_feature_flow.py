@@ -76,3 +76,22 @@ def test_one_far_future_event_does_not_make_later_events_late():
     for jb, want in expected.device.items():
         assert not mismatches(want, run.values("device", jb)), jb
     assert timedelta(0) < timedelta(days=1)
+
+
+def test_a_jukebox_gets_one_feature_row_per_batch_at_its_latest_version():
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    from dataflows.flow import FlowOutputs, build_flow
+    from online_store.feature_row import FeatureRow
+
+    rnd = random.Random(3)
+    plays = [event for event in sample_events(rnd, 400, 3600) if event.kind == "play"]
+    one = [event for event in plays if event.jukebox_id == plays[0].jukebox_id][:12]
+    assert len(one) == 12
+    rows: list = []
+    outputs = FlowOutputs(features=TestingSink(rows), kafka=TestingSink([]))
+    run_main(build_flow("test", TestingSource(raw_records(one, TOPICS), batch_size=6), outputs, FlowConfig()))
+    device = [row for row in rows if isinstance(row, FeatureRow) and row.entity == "device"]
+    # two batches of six: two rows, not twelve, and the last holds every play
+    assert [row.version for row in device] == [6, 12]
+    assert device[-1].values["device_plays_24h"] == 12

@@ -186,3 +186,27 @@ def test_a_namespace_never_names_a_live_key_or_topic():
             ReplayNamespace(bad, Topics(), "jb")
     with pytest.raises(ValueError):
         space.output_topic("prod.jukebox.plays.v1")
+
+
+@pytest.mark.parametrize("batch_size", [1, 5000])
+def test_a_venue_moved_after_a_jukeboxs_last_event_moves_its_replayed_features(batch_size):
+    """The move's row has the version of the jukebox's last event (a registration is not
+    an event of the jukebox): the store keeps the last row as of a time, so must a replay."""
+    from tests.dataflow.flow_harness import raw_records
+    from tests.oracle import expected_features, mismatches
+    from tests.sample_events import VENUE, sample_events
+
+    events = [e for e in sample_events(random.Random(8), 80, 1800) if e.jukebox_id == "jb-0"]
+    assert any(e.kind == "location" for e in events)
+    last = max(e.event_time for e in events)
+    moved = VENUE.model_copy(update={"event_id": "v-2", "lat": 0.5, "lon": 35.0,
+                                     "updated_at": last + timedelta(minutes=1)})
+    records = raw_records([VENUE], TOPICS) + raw_records(events, TOPICS) + raw_records([moved], TOPICS)
+    run = run_replay(lambda: merged_history([records]), FlowConfig(topics=TOPICS), written_at=CLOCK,
+                     batch_size=batch_size)
+    found = [f for store in run.feature_stores if (f := store.read("device", "jb-0", now=CLOCK))]
+    values = {name: reading.value for name, reading in found[0].readings.items()}
+    want = expected_features(events, [VENUE, moved]).device["jb-0"]
+    assert not mismatches(want, values)
+    assert want["device_venue_distance_km_last"] != expected_features(events, [VENUE]).device["jb-0"][
+        "device_venue_distance_km_last"]
