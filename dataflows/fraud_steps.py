@@ -128,6 +128,23 @@ class DecisionState:
     window_venue: str | None = None
     window_alerted: bool = False
 
+    def __reduce__(self):
+        # The open window's features as one string of names and a tuple of values: a
+        # jukebox's decisions are snapshotted for every epoch it is touched in, and
+        # pickling the dict key by key was most of it (4.1 against 1.7 µs, 2026-12-04).
+        features = self.window_features
+        names = values = None
+        if features is not None:
+            names, values = "\n".join(features), tuple(features.values())
+        return (_decision_state, (self.sustain, self.cooldown, self.window_start_s, names, values,
+                                  self.window_venue, self.window_alerted))
+
+
+def _decision_state(sustain: SustainState | None, cooldown: CooldownState | None, window_start_s: int | None,
+                    names: str | None, values: tuple | None, venue: str | None, alerted: bool) -> DecisionState:
+    features = None if names is None else dict(zip(names.split("\n") if values else (), values, strict=True))
+    return DecisionState(sustain, cooldown, window_start_s, features, venue, alerted)
+
 
 _POLICIES: dict[tuple[int, float | None], DecisionPolicy] = {}
 

@@ -175,8 +175,12 @@ def sum_form(window: SlidingSum) -> tuple:
     True
     """
     slots = window.slots
-    if slots is None:
+    if slots is None or not window.total:
         return (window.window_s, window.head, 0, b"", 1)
+    if _LITTLE and window.total < 256:  # sums are >= 0: every slot fits its low byte
+        low = slots.tobytes()[::8]
+        body = low.lstrip(b"\x00")
+        return (window.window_s, window.head, len(low) - len(body), body.rstrip(b"\x00"), 1)
     raw = slots.tobytes()
     bits = int.from_bytes(raw, "little")  # finds the first and last non-empty slot in C
     if not bits:

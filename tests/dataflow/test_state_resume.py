@@ -62,3 +62,19 @@ def test_snapshots_of_only_the_pickled_state_still_resume():
     assert customer.snapshot()[:2] == ("c-1", int(START.timestamp()))
     assert CustomerLogic(customer.snapshot()).state == customer.state
     assert CustomerLogic(None).snapshot() is None  # nothing held, nothing written
+
+
+def test_a_jukeboxs_decision_state_resumes_equal_from_its_compact_snapshot():
+    from dataflows.fraud_steps import DecisionState
+    from models.decision import CooldownState
+    from models.rules import SustainState
+    from schemas.outputs import FraudReason
+
+    features = {"device_plays_5m": 3, "device_speed_kmh_last": None, "device_revenue_usd_1h": 1.25,
+                "device_revenue_by_currency_24h": '{"KES":"12.50"}'}
+    for state in (DecisionState(), DecisionState(window_start_s=600, window_features={}),
+                  DecisionState(SustainState((("unpaid_plays", 60),)),
+                                CooldownState(0, frozenset({FraudReason.UNPAID_PLAYS}), (("a1", 2),)),
+                                1200, features, "v1", True)):
+        resumed = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        assert resumed == state and list(resumed.window_features or ()) == list(state.window_features or ())
