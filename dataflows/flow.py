@@ -226,18 +226,16 @@ class DeviceLogic(_ReleasingStateLogic):
                 if payment is not None:
                     outputs.append(payment)
                 continue
-            values_now = valued = device_values(state)
-            as_of = state.clock
+            valued = device_values(state)
             venue = state.venue.venue_id if state.venue is not None else None
             if payment is not None:
-                outputs.append(PaymentForCustomer(payment, values_now, venue, as_of, position))
+                outputs.append(PaymentForCustomer(payment, valued, venue, state.clock, position))
                 if position is not None:
                     outputs.append(PaymentPending(state.jukebox_id, position))
             else:
-                outputs.append(ScoringRequest(state.jukebox_id, venue, None, as_of, values_now, position))
+                outputs.append(ScoringRequest(state.jukebox_id, venue, None, state.clock, valued, position))
         if row_due:
-            outputs.append(device_row(state) if valued is None else FeatureRow(
-                "device", state.jukebox_id, state.version, state.clock, valued))
+            outputs.append(device_row(state, valued))
         self.state = state
         return outputs, self.after_probe() if probed else op.StatefulBatchLogic.RETAIN
 

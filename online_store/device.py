@@ -306,6 +306,8 @@ def device_values(state: DeviceState) -> dict[str, FeatureValue]:
     }
 
 
-def device_row(state: DeviceState) -> FeatureRow:
+def device_row(state: DeviceState, values: dict[str, FeatureValue] | None = None) -> FeatureRow:
+    """The jukebox's row; `values` when the caller has just read `device_values(state)`."""
     assert state.clock is not None
-    return FeatureRow("device", state.jukebox_id, state.version, state.clock, device_values(state))
+    return FeatureRow("device", state.jukebox_id, state.version, state.clock,
+                      device_values(state) if values is None else values)

@@ -8,10 +8,12 @@ import random
 from datetime import timedelta
 
 import orjson
+from bytewax.testing import TestingSink, TestingSource, run_main
 
-from dataflows.flow import FlowConfig
+from dataflows.flow import FlowConfig, FlowOutputs, build_flow
 from dataflows.records import RawRecord
 from online_store.admission import AdmissionPolicy
+from online_store.feature_row import FeatureRow
 from schemas.topics import Topics
 from tests.dataflow.flow_harness import raw_records, run_flow
 from tests.oracle import expected_features, mismatches
@@ -79,11 +81,6 @@ def test_one_far_future_event_does_not_make_later_events_late():
 
 
 def test_a_jukebox_gets_one_feature_row_per_batch_at_its_latest_version():
-    from bytewax.testing import TestingSink, TestingSource, run_main
-
-    from dataflows.flow import FlowOutputs, build_flow
-    from online_store.feature_row import FeatureRow
-
     rnd = random.Random(3)
     plays = [event for event in sample_events(rnd, 400, 3600) if event.kind == "play"]
     one = [event for event in plays if event.jukebox_id == plays[0].jukebox_id][:12]

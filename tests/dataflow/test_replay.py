@@ -41,6 +41,9 @@ from online_store.feature_row import FeatureRow
 from online_store.store import InMemoryFeatureStore
 from schemas.topics import Topics
 from simulator.simulation import Simulation
+from tests.dataflow.flow_harness import raw_records
+from tests.oracle import expected_features, mismatches
+from tests.sample_events import VENUE, sample_events
 
 TOPICS = Topics()
 CLOCK = datetime(2026, 12, 1, tzinfo=UTC)
@@ -192,10 +195,6 @@ def test_a_namespace_never_names_a_live_key_or_topic():
 def test_a_venue_moved_after_a_jukeboxs_last_event_moves_its_replayed_features(batch_size):
     """The move's row has the version of the jukebox's last event (a registration is not
     an event of the jukebox): the store keeps the last row as of a time, so must a replay."""
-    from tests.dataflow.flow_harness import raw_records
-    from tests.oracle import expected_features, mismatches
-    from tests.sample_events import VENUE, sample_events
-
     events = [e for e in sample_events(random.Random(8), 80, 1800) if e.jukebox_id == "jb-0"]
     assert any(e.kind == "location" for e in events)
     last = max(e.event_time for e in events)

@@ -6,9 +6,13 @@ import pickle
 from datetime import UTC, datetime, timedelta
 
 from dataflows.flow import CustomerLogic, DeviceLogic
+from dataflows.fraud_steps import DecisionState
 from dataflows.idle_state import DeviceProbe, IdleSweep
+from models.decision import CooldownState
+from models.rules import SustainState
 from online_store.customer import CustomerPayment
 from schemas.events import PlayEvent
+from schemas.outputs import FraudReason
 
 START = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
 
@@ -65,11 +69,6 @@ def test_snapshots_of_only_the_pickled_state_still_resume():
 
 
 def test_a_jukeboxs_decision_state_resumes_equal_from_its_compact_snapshot():
-    from dataflows.fraud_steps import DecisionState
-    from models.decision import CooldownState
-    from models.rules import SustainState
-    from schemas.outputs import FraudReason
-
     features = {"device_plays_5m": 3, "device_speed_kmh_last": None, "device_revenue_usd_1h": 1.25,
                 "device_revenue_by_currency_24h": '{"KES":"12.50"}'}
     for state in (DecisionState(), DecisionState(window_start_s=600, window_features={}),
