@@ -53,7 +53,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "device_payments_1h": (0.0, 20.0),
     "device_failed_payments_1h": (0.0, 10.0),
     "device_payment_failure_ratio_1h": (0.0, 1.0),
-    "device_unpaid_credits_1h": (0.0, 30.0),
+    "device_unbacked_credits_1h": (0.0, 30.0),  # not unpaid credits: those bought earlier count there
     "device_venue_distance_km_last": (0.0, 50.0),
     "device_speed_kmh_last": (0.0, 1000.0),
 }

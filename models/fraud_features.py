@@ -64,20 +64,27 @@ def unknown_features(names: Sequence[str]) -> list[str]:
 
 
 def check_feature_names(names: Sequence[str], expected: Sequence[str] | None = None) -> None:
-    """Refuse a model whose input columns the online store cannot supply, that repeats
-    a column, or (when `expected` is given) whose columns differ from it in name or order."""
+    """Refuse a model whose input columns the online store cannot supply, or that repeats
+    a column. With `expected` (the columns the flow supplies), each column must be one of
+    them, in any order and any number: a model names its columns in its own metadata, and
+    one trained before a feature was added keeps serving after the upgrade.
+
+    >>> check_feature_names(["device_plays_1h", "device_plays_5m"], FRAUD_MODEL_FEATURES)
+    >>> check_feature_names(["device_plays_1h", "customer_payments_10m"], ["device_plays_1h"])
+    Traceback (most recent call last):
+    ...
+    ValueError: model inputs are not among the flow's features: ['customer_payments_10m']
+    """
     unknown = unknown_features(names)
     if unknown:
         raise ValueError(f"model inputs are not declared features: {unknown}")
     if len(set(names)) != len(names):
         raise ValueError("model inputs repeat a feature name")
-    if expected is not None and tuple(names) != tuple(expected):
-        missing = [n for n in expected if n not in names]
-        extra = [n for n in names if n not in expected]
-        raise ValueError(
-            "model inputs do not match the declared features "
-            f"(missing {missing}, unexpected {extra}, or a different order)"
-        )
+    if expected is not None:
+        supplied = set(expected)
+        extra = [n for n in names if n not in supplied]
+        if extra:
+            raise ValueError(f"model inputs are not among the flow's features: {extra}")
 
 
 def feature_matrix(

@@ -100,7 +100,7 @@ class FraudScorer:
 
     `feature_names` is the model's column order; `defaults` fill missing values
     (absent, None or NaN; see `fraud_features`). With `expected_features`, a model
-    whose columns differ from it is refused (ModelIntegrityError).
+    naming a column not in it is refused (ModelIntegrityError); it may take any of them.
     """
 
     def __init__(

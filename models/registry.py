@@ -4,8 +4,8 @@ and load a verified artifact back.
 Any tracking URI works; `local_tracking_uri(data_dir)` is the embedded default (a
 SQLite store with artifacts beside it). Each registered version carries, as tags,
 the sha256 of its ONNX file and its input feature names; loading refuses an
-artifact whose bytes hash differently or whose stored columns differ from the
-tags or from the declared features (`ModelIntegrityError`, `models.registered_model`).
+artifact whose bytes hash differently, whose stored columns differ from the tags, or
+that takes a column the flow does not supply (`ModelIntegrityError`, `models.registered_model`).
 
 Promotion: the `champion` alias moves to a new version only when that version's
 PR-AUC on the new run's holdout is higher than the current champion's on the *same*

@@ -41,7 +41,7 @@ class Feature:
         return None if self.window_s is None else self.window_s // BUCKETS_PER_WINDOW
 
 
-M5, M10, H1, H24 = 300, 600, 3600, 86_400
+M5, M10, H1, H6, H24 = 300, 600, 3600, 21_600, 86_400
 
 # An entity silent for longer than this (event time) starts afresh at its next event: every
 # window and the dedup horizon have emptied by then. A device keeps its venue and its last two
@@ -79,6 +79,11 @@ FEATURE_LIST: tuple[Feature, ...] = (
        "Credits bought by succeeded payments in the last hour, at the country's credit price"),
     _f("device_unpaid_credits_1h", H1, "float", "credits", H1,
        "Credits used minus credits paid in the last hour, floored at 0"),
+    _f("device_unbacked_credits_1h", H1, "int", "credits", H1,
+       "Credits used in the last hour by plays naming a payment id that no succeeded payment on "
+       "this jukebox in the last 6 hours carries (invented or failed payments; credits bought "
+       "earlier and played now are backed). Unset for 7 hours after a state from before "
+       "this feature resumes"),
     _f("device_revenue_usd_1h", H1, "float", "usd", H1, "Succeeded payments in the last hour, in USD"),
     _f("device_revenue_usd_24h", H24, "float", "usd", H24, "Succeeded payments in the last 24 hours, in USD"),
     _f("device_revenue_by_currency_24h", H24, "currency_map", "major units", H24,

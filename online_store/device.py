@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from online_store.customer import CustomerPayment, VenueLocated
 from online_store.dedup import SeenEvents, event_digest
-from online_store.definitions import H1, H24, IDLE_RESET_S, M5
+from online_store.definitions import H1, H6, H24, IDLE_RESET_S, M5
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
@@ -72,6 +72,12 @@ class DeviceState:
     paid_minor_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
     paid_minor_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
     payers_24h: SlidingSet = field(default_factory=lambda: SlidingSet(H24))
+    # credits of the hour's plays by the payment id they name, and the ids paid lately
+    credits_by_payment_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
+    paid_ids_6h: SlidingSet = field(default_factory=lambda: SlidingSet(H6))
+    # The clock (s) at which a state from before those two windows resumed: until their
+    # horizon has passed it, an id missing from `paid_ids_6h` may have been paid unseen.
+    backed_since_s: int | None = None
     latest_fix: LocationFix | None = None
     previous_fix: LocationFix | None = None
     # (latest fix, previous fix, venue, stale, values): location values change only with
@@ -83,7 +89,7 @@ class DeviceState:
         return (_device_state, (
             self.jukebox_id, self.version, time_form(self.clock), _venue_form(self.venue),
             self.seen, tuple(window_form(getattr(self, name)) for name in _WINDOWS),
-            _fix_form(self.latest_fix), _fix_form(self.previous_fix)))
+            _fix_form(self.latest_fix), _fix_form(self.previous_fix), self.backed_since_s))
 
     @property
     def clock_s(self) -> int | None:
@@ -94,6 +100,7 @@ class DeviceState:
             self.plays_5m, self.plays_1h, self.plays_24h, self.credits_used_1h,
             self.unpaid_plays_1h, self.after_hours_plays_1h, self.songs_1h, self.payments_1h,
             self.failed_payments_1h, self.paid_minor_1h, self.paid_minor_24h, self.payers_24h,
+            self.credits_by_payment_1h, self.paid_ids_6h,
         )
 
     def advance_to(self, event_time: datetime) -> None:
@@ -123,17 +130,21 @@ def _fix_from(form: tuple | None) -> LocationFix | None:
 
 def _device_state(jukebox_id: str, version: int, clock_us: int | None, venue: tuple | None,
                   seen: SeenEvents, windows: tuple, latest: tuple | None,
-                  previous: tuple | None) -> DeviceState:
+                  previous: tuple | None, backed_since_s: int | None = None) -> DeviceState:
     restored = {name: window_as(window_from(form), _WINDOW_KINDS[name])
-                for name, form in zip(_WINDOWS, windows, strict=True)}
+                for name, form in zip(_WINDOWS[:len(windows)], windows, strict=True)}
+    if len(windows) < len(_WINDOWS) and clock_us is not None:
+        backed_since_s = clock_us // 1_000_000  # a snapshot from before the backing windows
     return DeviceState(jukebox_id, version, time_from(clock_us),
                        None if venue is None else VenueRef(*venue), seen,
-                       latest_fix=_fix_from(latest), previous_fix=_fix_from(previous), **restored)
+                       latest_fix=_fix_from(latest), previous_fix=_fix_from(previous),
+                       backed_since_s=backed_since_s, **restored)
 
 
-_WINDOWS = (  # every window of a DeviceState, as saved in its snapshot
+_WINDOWS = (  # every window of a DeviceState, as saved in its snapshot (new ones go last)
     "plays_5m", "plays_1h", "plays_24h", "credits_used_1h", "unpaid_plays_1h", "after_hours_plays_1h",
-    "songs_1h", "payments_1h", "failed_payments_1h", "paid_minor_1h", "paid_minor_24h", "payers_24h")
+    "songs_1h", "payments_1h", "failed_payments_1h", "paid_minor_1h", "paid_minor_24h", "payers_24h",
+    "credits_by_payment_1h", "paid_ids_6h")
 _WINDOW_KINDS = {name: type(getattr(DeviceState(""), name)) for name in _WINDOWS}
 
 
@@ -181,6 +192,8 @@ def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
         state.songs_1h.add(t, event_digest(play.song_id))
         if play.payment_id is None:
             state.unpaid_plays_1h.add(t)
+        elif play.credits_used:
+            state.credits_by_payment_1h.add(t, play.payment_id, play.credits_used)
         if state.venue is not None and not state.venue.is_open_at(t):
             state.after_hours_plays_1h.add(t)
     return True
@@ -194,6 +207,7 @@ def _apply_payment(state: DeviceState, payment: PaymentEvent, t: int) -> bool:
         if payment.status is PaymentStatus.FAILED:
             state.failed_payments_1h.add(t)
     if payment.status is PaymentStatus.SUCCEEDED:
+        changed = state.paid_ids_6h.add(t, payment.payment_id) or changed
         minor = payment.amount_minor
         state.paid_minor_1h.add(t, payment.currency, minor)
         changed = state.paid_minor_24h.add(t, payment.currency, minor) or changed
@@ -299,11 +313,24 @@ def device_values(state: DeviceState) -> dict[str, FeatureValue]:
         "device_payment_failure_ratio_1h": state.failed_payments_1h.total / payments if payments else 0.0,
         "device_credits_paid_1h": credits_in,
         "device_unpaid_credits_1h": max(0.0, credits_used - credits_in),
+        "device_unbacked_credits_1h": unbacked_credits(state),
         "device_revenue_usd_1h": revenue_usd(paid_1h),
         "device_revenue_usd_24h": revenue_usd(dict(state.paid_minor_24h.totals)),
         "device_revenue_by_currency_24h": currency_map_json(dict(state.paid_minor_24h.totals)),
         **location_values(state),
     }
+
+
+def unbacked_credits(state: DeviceState) -> int | None:
+    """Credits of the hour's plays whose payment id no succeeded payment of the last 6
+    hours carries. A late payment backs its plays when it arrives, so the value does not
+    depend on the order of events; None while a resumed state's backing is incomplete."""
+    since = state.backed_since_s
+    if since is not None and state.clock_s < since + H6 + H1:  # type: ignore[operator]
+        return None
+    paid = state.paid_ids_6h
+    return sum(credits for payment_id, credits in state.credits_by_payment_1h.totals.items()
+               if payment_id not in paid)
 
 
 def device_row(state: DeviceState, values: dict[str, FeatureValue] | None = None) -> FeatureRow:

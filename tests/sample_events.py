@@ -18,6 +18,7 @@ VENUE = VenueRegistration(
 def sample_events(rnd: random.Random, n: int, span_s: int, jukeboxes: int = 3, customers: int = 3) -> list:
     """`n` random plays, payments and location reports over `span_s` seconds from T0."""
     events = []
+    paid_on: dict[str, list[str]] = {}  # a jukebox's payment ids so far (any status, any time)
     for i in range(n):
         jb = f"jb-{rnd.randrange(jukeboxes)}"
         t = T0 + timedelta(seconds=rnd.randrange(span_s), microseconds=rnd.randrange(10**6))
@@ -26,10 +27,11 @@ def sample_events(rnd: random.Random, n: int, span_s: int, jukeboxes: int = 3, c
             events.append(PlayEvent(event_id=f"p{i}", jukebox_id=jb, venue_id="v1",
                                     song_id=f"s{rnd.randrange(6)}", played_at=t,
                                     credits_used=rnd.randrange(4),
-                                    payment_id=None if rnd.random() < 0.3 else f"pay{i}"))
+                                    payment_id=None if rnd.random() < 0.3 else _named_payment(i, paid_on.get(jb))))
         elif kind < 0.8:
             currency = rnd.choice(["KES", "KES", "UGX", "XOF"])
             amount = rnd.choice(["20", "40", "60.50"] if currency == "KES" else ["1000", "2500"])
+            paid_on.setdefault(jb, []).append(f"pay{i}")
             events.append(PaymentEvent(
                 event_id=f"m{i}", payment_id=f"pay{i}", jukebox_id=jb, venue_id="v1",
                 customer_id=f"c{rnd.randrange(customers)}", amount=amount, currency=currency,
@@ -41,6 +43,13 @@ def sample_events(rnd: random.Random, n: int, span_s: int, jukeboxes: int = 3, c
                                               accuracy_m=rnd.uniform(3, 50), reported_at=t))
     return events
 
+
+def _named_payment(i: int, paid: list[str] | None) -> str:
+    """One of the jukebox's last few payments (earlier or later in event time, possibly
+    failed), or one nobody made: no random draw, so the other values stay as they were."""
+    if not paid or i % 5 == 0:
+        return f"pay{i}"
+    return paid[-1 - i % min(3, len(paid))]
 
 
 

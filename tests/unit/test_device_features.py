@@ -147,3 +147,59 @@ def test_snapshot_round_trip_restores_every_field(seed, n):
     for state in [*devices.values(), *customers.values()]:
         assert pickle.loads(pickle.dumps(state)) == state
     assert any(state.latest_fix is not None and state.venue is not None for state in devices.values())
+
+
+def test_credits_bought_hours_before_their_plays_are_backed_and_invented_payments_are_not():
+    """The honest bar the demo's off-label alerts came from (jb-0000619 on 2026-12-04): two
+    payments at 23:35, plays until 00:38. At 00:36 the payments have left the hour, so
+    `device_unpaid_credits_1h` counts every credit; `device_unbacked_credits_1h` counts
+    only those naming a payment the jukebox never saw succeed, whenever it arrives."""
+    from datetime import timedelta
+
+    from schemas.events import PaymentEvent, PlayEvent
+    from tests.sample_events import T0
+
+    def pay(i, at, status="succeeded"):
+        return PaymentEvent(event_id=f"m{i}", payment_id=f"pay{i}", jukebox_id="jb-0", venue_id="v1",
+                            customer_id="c1", amount="40", currency="KES", method="mobile_money",
+                            status=status, occurred_at=at)
+
+    def play(i, at, payment_id):
+        return PlayEvent(event_id=f"p{i}", jukebox_id="jb-0", venue_id="v1", song_id=f"s{i % 9}",
+                         played_at=at, credits_used=1, payment_id=payment_id)
+
+    paid, failed, late = pay(1, T0), pay(2, T0, "failed"), pay(3, T0 + timedelta(minutes=61))
+    plays = [play(i, T0 + timedelta(minutes=30 + 4 * i), payment_id)
+             for i, payment_id in enumerate(["pay1"] * 9 + ["pay2"] * 2 + ["pay-made-up"] * 3 + ["pay3"] * 2)]
+    state, values = None, {}
+    for item in [paid, failed, *plays]:  # pay3 arrives last, after the plays it paid for
+        state, outputs = update_device(state, item)
+        values = outputs[0].values
+    # the first play (00:30) has left the hour: 15 plays of a credit, none paid in the hour
+    assert values["device_unpaid_credits_1h"] == 15.0 and values["device_credits_paid_1h"] == 0.0
+    assert values["device_unbacked_credits_1h"] == 2 + 3 + 2  # failed, made up, not yet seen
+    state, outputs = update_device(state, late)
+    assert outputs[0].values["device_unbacked_credits_1h"] == 2 + 3
+    _, in_order = _run([paid, failed, late, *plays], venue_first=True)[0].popitem()
+    assert in_order["device_unbacked_credits_1h"] == 5
+
+
+def test_a_state_from_before_the_backing_windows_leaves_the_value_unset_for_their_horizon():
+    from datetime import timedelta
+
+    from online_store.device import DeviceState
+    from schemas.events import PlayEvent
+    from tests.sample_events import T0
+
+    def play(i, at):
+        return PlayEvent(event_id=f"p{i}", jukebox_id="jb-0", venue_id="v1", song_id="s1",
+                         played_at=at, credits_used=2, payment_id="pay-before-the-upgrade")
+
+    state, _ = update_device(None, play(0, T0))
+    func, args = state.__reduce__()
+    old = pickle.loads(pickle.dumps(func(*args[:5], args[5][:12], *args[6:8])))  # the 12-window form
+    assert isinstance(old, DeviceState) and old.backed_since_s == int(T0.timestamp())
+    state, outputs = update_device(old, play(1, T0 + timedelta(hours=6, minutes=59)))
+    assert outputs[0].values["device_unbacked_credits_1h"] is None
+    state, outputs = update_device(state, play(2, T0 + timedelta(hours=7)))
+    assert outputs[0].values["device_unbacked_credits_1h"] == 2 + 2  # both plays are in the hour

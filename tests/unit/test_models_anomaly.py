@@ -24,7 +24,7 @@ def normal_window(rng: random.Random) -> dict[str, float]:
         "device_payments_1h": rng.randint(3, 8),
         "device_failed_payments_1h": rng.randint(0, 1),
         "device_payment_failure_ratio_1h": rng.uniform(0.0, 0.2),
-        "device_unpaid_credits_1h": rng.uniform(0.0, 1.0),
+        "device_unbacked_credits_1h": rng.uniform(0.0, 1.0),
         "device_venue_distance_km_last": rng.uniform(0.0, 0.1),
         "device_speed_kmh_last": rng.uniform(0.0, 2.0),
     }
@@ -36,7 +36,7 @@ def fraud_window(rng: random.Random) -> dict[str, float]:
         device_plays_1h=70,
         device_plays_5m=12,
         device_unpaid_plays_1h=55,
-        device_unpaid_credits_1h=80.0,
+        device_unbacked_credits_1h=80.0,
         device_top_song_share_1h=0.9,
         device_distinct_songs_1h=3,
     )
