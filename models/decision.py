@@ -47,7 +47,8 @@ SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 REASON_FEATURES: dict[FraudReason, tuple[str, ...]] = {
     FraudReason.LOCATION_AWAY_FROM_VENUE: ("device_venue_distance_km_last",),
     FraudReason.IMPOSSIBLE_TRAVEL: ("device_speed_kmh_last", "device_location_gap_s_last"),
-    FraudReason.UNPAID_PLAYS: ("device_unpaid_plays_1h", "device_unbacked_credits_1h", "device_unpaid_credits_1h"),
+    FraudReason.UNPAID_PLAYS: ("device_unpaid_plays_1h", "device_unbacked_payments_1h",
+                               "device_unbacked_credits_1h", "device_unpaid_credits_1h"),
     FraudReason.SONG_LOOPING: ("device_top_song_share_1h", "device_plays_1h"),
     FraudReason.PAYMENT_TESTING: ("customer_failed_payments_10m", "device_failed_payments_1h"),
     FraudReason.AFTER_HOURS_ACTIVITY: ("device_after_hours_plays_1h",),

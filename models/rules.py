@@ -44,9 +44,9 @@ class RulePolicy:
     max_unpaid_plays_1h: float = 5.0
     max_unpaid_credits_1h: float = 10.0
     unpaid_credits_sustain_s: float = 90 * 60.0
-    # ...or credits of plays naming payments the jukebox never saw succeed (invented ids);
-    # a payment record lost on the way leaves a few
-    max_unbacked_credits_1h: float = 8.0
+    # ...or plays naming several payment ids the jukebox never saw succeed (a box inventing
+    # one a session); a payment record lost on its way leaves one id, and up to ~10 credits
+    max_unbacked_payments_1h: float = 2.0
     # song_looping: one song takes this share of an hour with at least this many plays
     # (regulars replaying a favourite reach 0.5 of 10 plays)
     looping_top_song_share: float = 0.6
@@ -125,8 +125,8 @@ def _unpaid_plays(f: Mapping[str, object], p: RulePolicy) -> RuleHit | None:
         return None  # every unpaid play was after hours: that is the fraud to name
     if plays is not None and plays > p.max_unpaid_plays_1h:
         return RuleHit(FraudReason.UNPAID_PLAYS, _unpaid_evidence(f))
-    unbacked = _number(f, "device_unbacked_credits_1h")
-    if unbacked is not None and unbacked > p.max_unbacked_credits_1h:
+    unbacked = _number(f, "device_unbacked_payments_1h")
+    if unbacked is not None and unbacked > p.max_unbacked_payments_1h:
         return RuleHit(FraudReason.UNPAID_PLAYS, _unpaid_evidence(f))
     if credits is not None and credits > p.max_unpaid_credits_1h:
         # Until a state resumed from before the unbacked count has its 7 h of history
@@ -136,8 +136,8 @@ def _unpaid_plays(f: Mapping[str, object], p: RulePolicy) -> RuleHit | None:
 
 
 def _unpaid_evidence(f: Mapping[str, object]) -> dict[str, float]:
-    return _evidence(f, "device_unpaid_plays_1h", "device_unbacked_credits_1h", "device_unpaid_credits_1h",
-                     "device_credits_paid_1h")
+    return _evidence(f, "device_unpaid_plays_1h", "device_unbacked_payments_1h", "device_unbacked_credits_1h",
+                     "device_unpaid_credits_1h", "device_credits_paid_1h")
 
 
 def _song_looping(f: Mapping[str, object], p: RulePolicy) -> dict[str, float] | None:

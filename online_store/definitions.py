@@ -84,6 +84,9 @@ FEATURE_LIST: tuple[Feature, ...] = (
        "this jukebox in the last 6 hours carries (invented or failed payments; credits bought "
        "earlier and played now are backed). Unset for 7 hours after a state from before "
        "this feature resumes"),
+    _f("device_unbacked_payments_1h", H1, "int", "payments", H1,
+       "Distinct payment ids behind device_unbacked_credits_1h: one for a payment record lost on "
+       "its way, one per session for a box inventing them"),
     _f("device_revenue_usd_1h", H1, "float", "usd", H1, "Succeeded payments in the last hour, in USD"),
     _f("device_revenue_usd_24h", H24, "float", "usd", H24, "Succeeded payments in the last 24 hours, in USD"),
     _f("device_revenue_by_currency_24h", H24, "currency_map", "major units", H24,

@@ -313,7 +313,7 @@ def device_values(state: DeviceState) -> dict[str, FeatureValue]:
         "device_payment_failure_ratio_1h": state.failed_payments_1h.total / payments if payments else 0.0,
         "device_credits_paid_1h": credits_in,
         "device_unpaid_credits_1h": max(0.0, credits_used - credits_in),
-        "device_unbacked_credits_1h": unbacked_credits(state),
+        **unbacked_values(state),
         "device_revenue_usd_1h": revenue_usd(paid_1h),
         "device_revenue_usd_24h": revenue_usd(dict(state.paid_minor_24h.totals)),
         "device_revenue_by_currency_24h": currency_map_json(dict(state.paid_minor_24h.totals)),
@@ -321,16 +321,21 @@ def device_values(state: DeviceState) -> dict[str, FeatureValue]:
     }
 
 
-def unbacked_credits(state: DeviceState) -> int | None:
-    """Credits of the hour's plays whose payment id no succeeded payment of the last 6
-    hours carries. A late payment backs its plays when it arrives, so the value does not
-    depend on the order of events; None while a resumed state's backing is incomplete."""
+def unbacked_values(state: DeviceState) -> dict[str, int | None]:
+    """The credits of the hour's plays whose payment id no succeeded payment of the last 6
+    hours carries, and how many such ids. A late payment backs its plays when it arrives,
+    so the values do not depend on the order of events; None while a resumed state's
+    backing is incomplete."""
     since = state.backed_since_s
     if since is not None and state.clock_s < since + H6 + H1:  # type: ignore[operator]
-        return None
+        return {"device_unbacked_credits_1h": None, "device_unbacked_payments_1h": None}
     paid = state.paid_ids_6h
-    return sum(credits for payment_id, credits in state.credits_by_payment_1h.totals.items()
-               if payment_id not in paid)
+    credits = ids = 0
+    for payment_id, used in state.credits_by_payment_1h.totals.items():
+        if payment_id not in paid:
+            credits += used
+            ids += 1
+    return {"device_unbacked_credits_1h": credits, "device_unbacked_payments_1h": ids}
 
 
 def device_row(state: DeviceState, values: dict[str, FeatureValue] | None = None) -> FeatureRow:

@@ -110,6 +110,8 @@ def _device(events, venue: VenueRegistration | None) -> dict:
                 paid_24h[p.currency] += p.amount_minor
     paid_ids_6h = {p.payment_id for p in pays
                    if p.status == "succeeded" and _in_window(p.occurred_at, clock, 6 * 3600)}
+    unbacked = [p for p in plays_1h if p.payment_id is not None and p.credits_used
+                and p.payment_id not in paid_ids_6h]
     failed = sum(1 for p in pays_1h if p.status == "failed")
     credits_used = sum(p.credits_used for p in plays_1h)
     values = {
@@ -126,8 +128,8 @@ def _device(events, venue: VenueRegistration | None) -> dict:
         "device_payment_failure_ratio_1h": failed / len(pays_1h) if pays_1h else 0.0,
         "device_credits_paid_1h": _credits(paid_1h),
         "device_unpaid_credits_1h": max(0.0, credits_used - _credits(paid_1h)),
-        "device_unbacked_credits_1h": sum(p.credits_used for p in plays_1h
-                                          if p.payment_id is not None and p.payment_id not in paid_ids_6h),
+        "device_unbacked_credits_1h": sum(p.credits_used for p in unbacked),
+        "device_unbacked_payments_1h": len({p.payment_id for p in unbacked}),
         "device_revenue_usd_1h": _usd(paid_1h),
         "device_revenue_usd_24h": _usd(paid_24h),
     }

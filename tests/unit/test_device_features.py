@@ -178,8 +178,10 @@ def test_credits_bought_hours_before_their_plays_are_backed_and_invented_payment
     # the first play (00:30) has left the hour: 15 plays of a credit, none paid in the hour
     assert values["device_unpaid_credits_1h"] == 15.0 and values["device_credits_paid_1h"] == 0.0
     assert values["device_unbacked_credits_1h"] == 2 + 3 + 2  # failed, made up, not yet seen
+    assert values["device_unbacked_payments_1h"] == 3
     state, outputs = update_device(state, late)
     assert outputs[0].values["device_unbacked_credits_1h"] == 2 + 3
+    assert outputs[0].values["device_unbacked_payments_1h"] == 2
     _, in_order = _run([paid, failed, late, *plays], venue_first=True)[0].popitem()
     assert in_order["device_unbacked_credits_1h"] == 5
 

@@ -157,15 +157,17 @@ def test_unpaid_plays_alert_at_once_but_unpaid_credits_must_be_sustained():
     assert sustained_hits(state, prepaid, t0 + timedelta(minutes=150))[1] == ()
 
 
-def test_credits_naming_payments_never_seen_alert_at_once_and_prepaid_ones_do_not():
+def test_plays_naming_several_payments_never_seen_alert_at_once_and_prepaid_ones_do_not():
     t0 = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
-    invented = rule_hits({"device_unbacked_credits_1h": 9, "device_unpaid_credits_1h": 9.0}, POLICY)
+    invented = rule_hits({"device_unbacked_payments_1h": 3, "device_unbacked_credits_1h": 9,
+                          "device_unpaid_credits_1h": 9.0}, POLICY)
     assert [h.reason for h in invented] == [R.UNPAID_PLAYS] and invented[0].sustain_s == 0
-    assert invented[0].evidence["device_unbacked_credits_1h"] == 9
+    assert invented[0].evidence["device_unbacked_payments_1h"] == 3
     assert sustained_hits(None, invented, t0)[1] == invented
-    prepaid = rule_hits({"device_unbacked_credits_1h": 0, "device_unpaid_credits_1h": 15.0}, POLICY)
-    assert prepaid[0].sustain_s == POLICY.unpaid_credits_sustain_s  # a lost payment record or two
-    assert rule_hits({"device_unbacked_credits_1h": 8}, POLICY) == ()
+    prepaid = rule_hits({"device_unbacked_payments_1h": 0, "device_unpaid_credits_1h": 15.0}, POLICY)
+    assert prepaid[0].sustain_s == POLICY.unpaid_credits_sustain_s
+    # one payment record lost on its way, played for an hour
+    assert rule_hits({"device_unbacked_payments_1h": 1, "device_unbacked_credits_1h": 10}, POLICY) == ()
 
 
 def test_sustain_state_is_pure():

@@ -176,9 +176,10 @@ def test_states_snapshotted_by_the_dict_windows_resume_with_the_same_values() ->
     whole = run(feed, {}, {})
     # Those states predate the backing windows: the value stays unset until their horizon
     # (7 h of event time) has passed, and the others are as if nothing had stopped.
-    assert {values.pop("device_unbacked_credits_1h", "absent")
-            for key, (_, values) in resumed.items() if key[0] == "device"} == {None}
+    unbacked = ("device_unbacked_credits_1h", "device_unbacked_payments_1h")
+    assert {values.pop(name, "absent") for key, (_, values) in resumed.items() if key[0] == "device"
+            for name in unbacked} == {None}
     for key, (_, values) in whole.items():
         if key[0] == "device":
-            assert isinstance(values.pop("device_unbacked_credits_1h"), int)
+            assert all(isinstance(values.pop(name), int) for name in unbacked)
     assert resumed and all(whole[key] == value for key, value in resumed.items())
