@@ -329,13 +329,11 @@ def unbacked_values(state: DeviceState) -> dict[str, int | None]:
     since = state.backed_since_s
     if since is not None and state.clock_s < since + H6 + H1:  # type: ignore[operator]
         return {"device_unbacked_credits_1h": None, "device_unbacked_payments_1h": None}
-    paid = state.paid_ids_6h
-    credits = ids = 0
-    for payment_id, used in state.credits_by_payment_1h.totals.items():
-        if payment_id not in paid:
-            credits += used
-            ids += 1
-    return {"device_unbacked_credits_1h": credits, "device_unbacked_payments_1h": ids}
+    used = state.credits_by_payment_1h.totals
+    # set.difference(dict) looks each of ours up in C, and does not walk the 6 h of paid ids
+    unbacked = set(used).difference(state.paid_ids_6h.latest) if used else ()
+    return {"device_unbacked_credits_1h": sum(map(used.__getitem__, unbacked)),
+            "device_unbacked_payments_1h": len(unbacked)}
 
 
 def device_row(state: DeviceState, values: dict[str, FeatureValue] | None = None) -> FeatureRow:
