@@ -251,7 +251,8 @@ def replay(
     publish: bool = typer.Option(False, "--publish", help="Also publish outputs to <namespace>.<topic>"),
     fraud: bool = typer.Option(True, "--fraud/--features-only", help="Run the fraud steps"),
     model: str = typer.Option(None, help="models:/jukebox-fraud/<v>, models:/...@alias, a .onnx file, or none"),
-    model_threshold: float = typer.Option(None, min=0.0, max=1.0, help="Alert threshold (beats the model's)"),
+    model_threshold: float = typer.Option(None, min=0.0, max=1.0, help="Alert threshold (beats the model's; "
+                                          "default: JUKEBOX_MODELS_FRAUD_ALERT_THRESHOLD, as live)"),
     rule: list[str] = typer.Option(None, "--rule", help="Rule threshold NAME=VALUE (repeatable)"),
     decision: list[str] = typer.Option(None, "--decision", help="Decision setting NAME=VALUE (repeatable)"),
     anomaly: bool = typer.Option(True, "--anomaly/--no-anomaly", help="River anomaly detector"),
@@ -290,6 +291,8 @@ def replay(
     model_info = None
     if fraud:
         decisions = policy_with(DecisionPolicy(), decision or [], "--decision")
+        if model_threshold is None:  # the live flow's threshold (dataflows/live.py), unless given
+            model_threshold = settings.models.fraud_alert_threshold
         if model_threshold is not None:
             decisions = replace(decisions, model_threshold=model_threshold)
         scorer, model_info = replay_scorer(model or settings.models.fraud_model_uri, settings, model is not None)

@@ -138,8 +138,8 @@ class ModelSettings(_Part):
     fraud_alert_threshold: float | None = Field(
         default=0.85,
         description="Model score an alert needs when no rule fired; unset = the model's own "
-        "training threshold (tuned for 95% alert precision, too noisy for 1 false alert per "
-        "10,000 jukebox-hours)",
+        "training threshold (95% alert precision, at most 3 alerting clean jukebox-hours in "
+        "10,000, out of bag)",
     )
     drift_window_size: int = Field(
         default=1000, ge=10, description="Scored rows per drift window (0.2 PSI / 0.1 JS / 0.15 KS)"

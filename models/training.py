@@ -10,7 +10,10 @@ was inside a labelled fraud episode at that event time (see `training_set`).
 * Model: a random forest on `FRAUD_MODEL_FEATURES`, missing values filled by the
   declared defaults (`fraud_features`). Its decision threshold is the lowest at which
   alerts (one per jukebox and hour) would be right 95% of the time on the forest's
-  out-of-bag predictions, so the holdout stays untouched for evaluation.
+  out-of-bag predictions, so the holdout stays untouched for evaluation, and at which
+  at most 3 in 10,000 clean jukebox-hours would alert. Precision depends on how much
+  fraud the training history holds (the simulator's 30 % of jukebox-days is far more
+  than a fleet's); the clean-hour rate does not.
 * Export: ONNX, with the column order, defaults, threshold and data range in the
   file's metadata; onnxruntime must match scikit-learn within 1e-4 on the holdout
   or training fails (`ParityError`).
@@ -193,25 +196,41 @@ def alert_threshold(
     event_times_ms: np.ndarray,
     target_precision: float = 0.95,
     window_s: int = 3600,
+    max_clean_rate: float | None = None,
 ) -> float:
     """The lowest score threshold at which *alerts* would be right `target_precision` of the
     time, counting as the decision's cooldown does: one alert per jukebox per window, right
     when a fraud row of that window reaches the threshold. Row precision overstates alert
     precision: fraud rows bunch into few windows, false positives spread over many.
-    Falls back to the most precise threshold when the target is out of reach.
+    Falls back to the most precise threshold when the target is out of reach. With
+    `max_clean_rate`, it is also high enough that at most that share of the windows with
+    clean rows would alert on them (rounded down: 2 of 6,758 windows at 3e-4).
 
     >>> alert_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 1, 0, 0]),
     ...                 ["a", "a", "b", "c"], np.array([0, 3_600_000, 0, 0]), target_precision=0.9)
     0.8
+    >>> t = alert_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 0, 0]),
+    ...                     ["a", "b", "c", "d"], np.zeros(4), target_precision=0.3, max_clean_rate=0.34)
+    >>> 0.7 < t < 0.71   # one of the three clean windows may reach it: 0.7 no longer does
+    True
     """
     labels = _binary(labels)
     windows: dict[tuple[str, int], list[float]] = {}
     for score, fraud, jukebox, t in zip(scores, labels, jukebox_ids, event_times_ms):
-        best = windows.setdefault((jukebox, int(t) // 1000 // window_s), [0.0, 0.0])
+        best = windows.setdefault((jukebox, int(t) // 1000 // window_s), [-1.0, -1.0])  # -1: no row
         best[int(fraud)] = max(best[int(fraud)], float(score))
     if not windows:
         raise ValueError("no rows to choose a threshold from")
     best_clean, best_fraud = np.array(list(windows.values())).T
+    threshold = _precision_threshold(best_clean, best_fraud, target_precision)
+    clean = np.sort(best_clean[best_clean >= 0])[::-1]
+    allowed = int(max_clean_rate * len(clean)) if max_clean_rate is not None else len(clean)
+    if allowed < len(clean):
+        threshold = max(threshold, float(np.nextafter(clean[allowed], np.inf)))
+    return threshold
+
+
+def _precision_threshold(best_clean: np.ndarray, best_fraud: np.ndarray, target_precision: float) -> float:
     best_any = np.maximum(best_clean, best_fraud)
     candidates = np.unique(best_any[best_any > 0])
     # Windows alerting and windows right, at every candidate threshold (descending sweep).
@@ -259,6 +278,7 @@ class FraudTrainer:
         class_weight: str | None = "balanced_subsample",
         holdout_share: float = 0.25,
         target_alert_precision: float = 0.95,
+        max_clean_alert_rate: float | None = 3e-4,
         seed: int = 0,
         n_jobs: int = -1,
         feature_names: Sequence[str] = FRAUD_MODEL_FEATURES,
@@ -273,6 +293,7 @@ class FraudTrainer:
         self.class_weight = class_weight
         self.holdout_share = holdout_share
         self.target_alert_precision = target_alert_precision
+        self.max_clean_alert_rate = max_clean_alert_rate
         self.seed = seed
         self.n_jobs = n_jobs
         self.feature_names = tuple(feature_names)
@@ -289,7 +310,9 @@ class FraudTrainer:
             "class_weight": str(self.class_weight),
             "holdout_share": str(self.holdout_share),
             "seed": str(self.seed),
-            "threshold_rule": f"alert precision >= {self.target_alert_precision} out of bag",
+            "threshold_rule": f"alert precision >= {self.target_alert_precision} out of bag"
+            + ("" if self.max_clean_alert_rate is None
+               else f", at most {self.max_clean_alert_rate} of clean jukebox-hours alerting"),
         }
 
     def split(self, data: TrainingSet) -> tuple[TrainingSet, TrainingSet]:
@@ -328,7 +351,8 @@ class FraudTrainer:
             classifier = forest.fit(X, train.labels)
         oob = np.nan_to_num(classifier.oob_decision_function_[:, 1], nan=0.0)
         threshold = alert_threshold(
-            oob, train.labels, train.jukebox_ids, train.event_times_ms, self.target_alert_precision
+            oob, train.labels, train.jukebox_ids, train.event_times_ms, self.target_alert_precision,
+            max_clean_rate=self.max_clean_alert_rate,
         )
         data_range = data.time_range
         metadata = {

@@ -157,11 +157,15 @@ def test_a_model_file_and_its_threshold_can_be_backtested(recorded, tmp_path):
     model = tmp_path / "candidate.onnx"
     model.write_bytes(onnx_model_bytes(forest, FRAUD_MODEL_FEATURES))
     common = ["replay", "--input", str(history), "--labels", str(labels), "--model", str(model), "--no-anomaly"]
-    for name, threshold in (("low", "0.5"), ("high", "0.99")):
-        result = runner.invoke(app, [*common, "--model-threshold", threshold, "--out", str(tmp_path / name)])
+    for name, threshold in (("low", ["--model-threshold", "0.5"]), ("high", ["--model-threshold", "0.99"]),
+                            ("default", [])):
+        result = runner.invoke(app, [*common, *threshold, "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
     low = orjson.loads((tmp_path / "low" / "report.json").read_bytes())
     high = orjson.loads((tmp_path / "high" / "report.json").read_bytes())
+    default = orjson.loads((tmp_path / "default" / "report.json").read_bytes())["config"]["fraud"]
+    # by default, the live flow's threshold (JUKEBOX_MODELS_FRAUD_ALERT_THRESHOLD), not the model's
+    assert default["decisions"]["model_threshold"] == 0.85 and default["keep_policy_threshold"]
     version = low["config"]["fraud"]["model"]["version"]
     assert version.startswith("file-") and low["config"]["fraud"]["decisions"]["model_threshold"] == 0.5
     alerts = [orjson.loads(line) for line in (tmp_path / "low" / "fraud_alerts.jsonl").read_bytes().splitlines()]

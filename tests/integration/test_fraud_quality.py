@@ -39,7 +39,8 @@ def scorer() -> FraudScorer:
     return FraudScorer.from_model(model)
 
 
-def test_per_scenario_precision_and_recall_on_an_unseen_seed(scorer):
+@pytest.mark.parametrize("model_threshold", [0.85, None], ids=["live-default-0.85", "model-own-threshold"])
+def test_per_scenario_precision_and_recall_on_an_unseen_seed(scorer, model_threshold):
     hours = 18
     sim = Simulation(jukeboxes=500, seed=3, duration=timedelta(hours=hours), fraud_rate=0.5,
                      start=DEFAULT_START + timedelta(days=3))
@@ -50,8 +51,11 @@ def test_per_scenario_precision_and_recall_on_an_unseen_seed(scorer):
         elif r.topic_attr in INPUTS:
             records.append(RawRecord(getattr(TOPICS, r.topic_attr), r.key, r.value, 0, len(records),
                                      r.timestamp_ms))
+    # The live default (JUKEBOX_MODELS_FRAUD_ALERT_THRESHOLD), or the model's own threshold
+    # (chosen at training for at most 3 alerting clean jukebox-hours in 10,000; a replay's)
     fraud = FraudConfig(scorer=lambda _now: scorer, emitted_at=lambda t: t, now=lambda: DEFAULT_START,
-                        decisions=DecisionPolicy(model_threshold=0.85), keep_policy_threshold=True)
+                        decisions=DecisionPolicy(model_threshold=model_threshold or 0.0),
+                        keep_policy_threshold=model_threshold is not None)
     run = run_flow(records, FlowConfig(topics=TOPICS, fraud=fraud), batch_size=500)
     alerts = [FraudAlert.model_validate_json(m.value) for m in run.messages if m.topic == TOPICS.fraud_alerts]
     # an id is published again only as an update: a higher severity or an added reason
@@ -63,7 +67,8 @@ def test_per_scenario_precision_and_recall_on_an_unseen_seed(scorer):
     clean = {k.decode() for k in (r.key for r in records if r.topic == TOPICS.plays)} - fraud_jukeboxes
     false_alerts = [a for a in alerts if a.jukebox_id in clean]
     per_10k_hours = len(false_alerts) / (len(clean) * hours) * 10_000
-    print(f"\n{len(records):,} records, {len(alerts):,} alerts, {len(labels):,} labels")
+    print(f"\n{len(records):,} records, {len(alerts):,} alerts, {len(labels):,} labels, "
+          f"model threshold {model_threshold or scorer.threshold:.3f}")
     print(f"{'scenario':<30} {'episodes':>8} {'precision':>9} {'recall':>7}")
     for scenario, m in result.by_scenario.items():
         print(f"{scenario:<30} {m.episodes:>8} {m.precision:>9.3f} {m.recall:>7.3f}")
