@@ -52,7 +52,8 @@ def test_per_scenario_precision_and_recall_on_an_unseen_seed(scorer, model_thres
             records.append(RawRecord(getattr(TOPICS, r.topic_attr), r.key, r.value, 0, len(records),
                                      r.timestamp_ms))
     # The live default (JUKEBOX_MODELS_FRAUD_ALERT_THRESHOLD), or the model's own threshold
-    # (chosen at training for at most 3 alerting clean jukebox-hours in 10,000; a replay's)
+    # (chosen at training for at most 3 alerting clean jukebox-hours in 10,000), which serves
+    # when that setting is unset
     fraud = FraudConfig(scorer=lambda _now: scorer, emitted_at=lambda t: t, now=lambda: DEFAULT_START,
                         decisions=DecisionPolicy(model_threshold=model_threshold or 0.0),
                         keep_policy_threshold=model_threshold is not None)
