@@ -183,9 +183,9 @@ def applied_device_input(state: DeviceState | None, item: DeviceInput) -> tuple[
     return state, True, []
 
 
-def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
+def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> None:
     if not state.plays_24h.add(t):
-        return False  # older than every window: it can no longer change a value
+        return  # older than every window: it can no longer change a value
     state.plays_5m.add(t)
     if state.plays_1h.add(t):
         state.credits_used_1h.add(t, play.credits_used)
@@ -196,34 +196,26 @@ def _apply_play(state: DeviceState, play: PlayEvent, t: int) -> bool:
             state.credits_by_payment_1h.add(t, play.payment_id, play.credits_used)
         if state.venue is not None and not state.venue.is_open_at(t):
             state.after_hours_plays_1h.add(t)
-    return True
 
 
-def _apply_payment(state: DeviceState, payment: PaymentEvent, t: int) -> bool:
+def _apply_payment(state: DeviceState, payment: PaymentEvent, t: int) -> None:
     state.payers_24h.add(t, payment.customer_id)
-    changed = False
-    if state.payments_1h.add(t):
-        changed = True
-        if payment.status is PaymentStatus.FAILED:
-            state.failed_payments_1h.add(t)
+    if state.payments_1h.add(t) and payment.status is PaymentStatus.FAILED:
+        state.failed_payments_1h.add(t)
     if payment.status is PaymentStatus.SUCCEEDED:
-        changed = state.paid_ids_6h.add(t, payment.payment_id) or changed
+        state.paid_ids_6h.add(t, payment.payment_id)
         minor = payment.amount_minor
         state.paid_minor_1h.add(t, payment.currency, minor)
-        changed = state.paid_minor_24h.add(t, payment.currency, minor) or changed
-    return changed
+        state.paid_minor_24h.add(t, payment.currency, minor)
 
 
-def _apply_location(state: DeviceState, report: DeviceLocationEvent) -> bool:
+def _apply_location(state: DeviceState, report: DeviceLocationEvent) -> None:
     fix = LocationFix(report.reported_at, report.lat, report.lon, report.accuracy_m)
     latest, previous = state.latest_fix, state.previous_fix
     if latest is None or fix.t > latest.t:
         state.latest_fix, state.previous_fix = fix, latest
     elif fix.t < latest.t and (previous is None or fix.t > previous.t):
         state.previous_fix = fix
-    else:
-        return False
-    return True
 
 
 def _apply_venue(state: DeviceState, venue: VenueRef) -> list | None:
