@@ -57,19 +57,25 @@ console = Console()
 
 def synthetic_records(topics: Topics, count: int, jukeboxes: int, start: datetime, seed: int,
                       spacing_s: float) -> list[RawRecord]:
-    """Plays (80%) and payments (20%) over many jukeboxes; arrival = event time + 2 s."""
+    """Plays (80%) and payments (20%) over many jukeboxes; arrival = event time + 2 s.
+    Honest traffic: a play names its jukebox's latest payment, or before the first one a
+    payment made before the backlog. Plays naming a new unknown payment each would look
+    like fraud (`device_unbacked_payments_1h`), and every event of such a jukebox would
+    build an alert."""
     rnd = random.Random(seed)
     records = []
+    paid: dict[str, str] = {}  # jukebox -> its latest payment id
     for i in range(count):
         jb = f"jb-{rnd.randrange(jukeboxes)}"
         at = start + timedelta(seconds=i * spacing_s)
         if rnd.random() < 0.8:
             event = PlayEvent(event_id=f"p{seed}-{i}", jukebox_id=jb, venue_id="v1",
                               song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
-                              payment_id=f"pay{i}")
+                              payment_id=paid.get(jb, f"before-{jb}"))
             topic = topics.plays
         else:
-            event = PaymentEvent(event_id=f"m{seed}-{i}", payment_id=f"pay{i}", jukebox_id=jb,
+            paid[jb] = f"pay{seed}-{i}"
+            event = PaymentEvent(event_id=f"m{seed}-{i}", payment_id=paid[jb], jukebox_id=jb,
                                  venue_id="v1", customer_id=f"c{rnd.randrange(jukeboxes // 2)}",
                                  amount="20", currency="KES", method="mobile_money",
                                  status="succeeded", occurred_at=at)

@@ -38,8 +38,8 @@ from models.anomaly import DeviceAnomalyDetector
 from models.decision import (
     CooldownState,
     DecisionPolicy,
-    decide,
     update_cooldown,
+    verdict,
 )
 from models.fraud_scorer import FraudScorer
 from models.rules import RulePolicy, SustainState, rule_hits, sustained_hits
@@ -182,14 +182,15 @@ def decide_scored(
         state.window_venue = request.venue_id
     hits = rule_hits(request.features, config.rules)
     state.sustain, passed = sustained_hits(state.sustain, hits, request.event_time)
-    alert = decide(request.jukebox_id, request.venue_id, request.event_time, request.features,
-                   scored.model_score, None, passed, _policy(config, scored.model_threshold),
-                   scored.model_versions, config.emitted_at(request.event_time),
-                   customer_id=request.customer_id)
-    if alert is not None:
-        state.cooldown, emit = update_cooldown(state.cooldown, alert)
+    found = verdict(request.jukebox_id, request.venue_id, request.event_time, request.features,
+                    scored.model_score, None, passed, _policy(config, scored.model_threshold),
+                    scored.model_versions, config.emitted_at(request.event_time),
+                    customer_id=request.customer_id)
+    if found is not None:
+        state.cooldown, emit = update_cooldown(state.cooldown, found)
         if emit:
             state.window_alerted = window == state.window_start_s
+            alert = found.alert()
             outputs.append(alert_message(alert, topics))
             if config.on_alert is not None:
                 config.on_alert(alert)
@@ -284,14 +285,15 @@ class _AnomalyLogic(HistoryOrdered, op.StatefulBatchLogic):
             if not warm or score < policy.anomaly_threshold:
                 continue
             end = datetime.fromtimestamp(window.window_start_s + ANOMALY_WINDOW_S, tz=UTC)
-            alert = decide(window.jukebox_id, window.venue_id, end, window.features, None, score, (),
-                           policy, {"river-hst": f"{detector.n_trees}x{detector.height}"},
-                           self.config.emitted_at(end))
-            if alert is None:
+            found = verdict(window.jukebox_id, window.venue_id, end, window.features, None, score, (),
+                            policy, {"river-hst": f"{detector.n_trees}x{detector.height}"},
+                            self.config.emitted_at(end))
+            if found is None:
                 continue
-            cooldown, emit = update_cooldown(self.state.cooldown.get(window.jukebox_id), alert)
+            cooldown, emit = update_cooldown(self.state.cooldown.get(window.jukebox_id), found)
             self.state.cooldown[window.jukebox_id] = cooldown
             if emit:
+                alert = found.alert()
                 outputs.append(alert_message(alert, self.topics))
                 if self.config.on_alert is not None:
                     self.config.on_alert(alert)

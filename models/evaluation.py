@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from models.decision import CooldownState, DecisionPolicy, decide, update_cooldown
+from models.decision import CooldownState, DecisionPolicy, update_cooldown, verdict
 from models.fraud_scorer import FraudScorer, loaded_model_from_bytes
 from models.rules import RULES, RulePolicy, SustainState, rule_hits, sustained_hits
 from models.training import TrainedFraudModel, TrainingSet
@@ -112,7 +112,7 @@ def replay_alerts(
         sustains[jukebox], hits = sustained_hits(
             sustains.get(jukebox), rule_hits(row, rule_policy), event_time
         )
-        alert = decide(
+        found = verdict(
             jukebox,
             None,
             event_time,
@@ -124,11 +124,11 @@ def replay_alerts(
             model_versions,
             emitted_at=event_time,
         )
-        if alert is None:
+        if found is None:
             continue
-        cooldowns[jukebox], emit = update_cooldown(cooldowns.get(jukebox), alert)
+        cooldowns[jukebox], emit = update_cooldown(cooldowns.get(jukebox), found)
         if emit:
-            published.append(alert)
+            published.append(found.alert())
     return published
 
 

@@ -220,6 +220,9 @@ class SustainState:
 
     since: tuple[tuple[str, int], ...] = ()
 
+    def __reduce__(self):
+        return (SustainState, (self.since,))  # positional: the default form names each field
+
 
 _NOTHING_SUSTAINED = SustainState()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from models.decision import (
     cooldown_window_start,
     decide,
     update_cooldown,
+    verdict,
 )
 from models.rules import RulePolicy, rule_hits
 from schemas.outputs import FraudAlert, Severity, alert_id_for
@@ -175,3 +177,56 @@ def test_cooldown_is_pure():
     assert replayed == [
         update_cooldown(state, a)[1] for a in (first, alert_at(T0, features=UNPAID))
     ]
+
+
+def verdict_at(event_time, features=LOOPING, model=0.2, anomaly=None):
+    return verdict("jb-7", "v-3", event_time, features, model, anomaly, rule_hits(features, RulePolicy()),
+                   POLICY, VERSIONS, event_time + timedelta(seconds=2))
+
+
+def test_a_verdict_builds_the_alert_decide_returns_and_cools_down_the_same():
+    rows = [(T0, LOOPING, 0.2), (T0 + timedelta(minutes=5), LOOPING, 0.2), (T0 + timedelta(minutes=6), LOOPING, 0.9),
+            (T0 + timedelta(minutes=7), {}, 0.9), (T0 + timedelta(minutes=8), UNPAID, 0.2),
+            (T0 + timedelta(hours=1), LOOPING, 0.2), (T0 + timedelta(minutes=9), UNPAID, 0.2),
+            (T0 + timedelta(hours=1, minutes=1), LOOPING, 0.4)]
+    by_alert = by_verdict = None
+    emitted = []
+    for at, features, model in rows:
+        alert, found = alert_at(at, features, model), verdict_at(at, features, model)
+        assert found.alert() == alert
+        assert (found.alert_id, found.reasons, found.severity) == (alert.alert_id, tuple(alert.reasons), alert.severity)
+        by_alert, emit = update_cooldown(by_alert, alert)
+        by_verdict, emit_too = update_cooldown(by_verdict, found)
+        assert (by_verdict, emit_too) == (by_alert, emit)
+        emitted.append(emit)
+    assert emitted == [True, False, True, False, True, True, False, True]
+    assert verdict("jb-7", None, T0, {}, None, None, (), POLICY, VERSIONS, T0) is None
+
+
+def test_cooldown_and_sustain_states_pickle_compactly_and_old_snapshots_load():
+    from dataflows.fraud_steps import DecisionState
+    from models.rules import SustainState
+
+    cooldown = update_cooldown(update_cooldown(None, alert_at(T0))[0], alert_at(T0, UNPAID))[0]
+    assert len(cooldown.reasons) == 2
+    state = DecisionState(SustainState((("unpaid_plays", 1795467000),)), cooldown, 1795467600, LOOPING, "v-3")
+    assert pickle.loads(pickle.dumps(state)) == state
+    empty = CooldownState(1795467600, frozenset(), ())
+    assert pickle.loads(pickle.dumps(empty)) == empty
+    # A decision state pickled before 2026-12-04 (fields by name, reasons by reference).
+    old = pickle.loads(OLD_DECISION_STATE)
+    assert old.cooldown == CooldownState(1795467600, frozenset({R.UNPAID_PLAYS}), (("fa-0123456789abcdef0123", 2),))
+    assert old.sustain == SustainState((("unpaid_plays", 1795467000),))
+    assert pickle.loads(pickle.dumps(old)) == old
+
+
+OLD_DECISION_STATE = (
+    b'\x80\x05\x95\x0e\x01\x00\x00\x00\x00\x00\x00\x8c\x15dataflows.fraud_steps\x94\x8c\x0f_de'
+    b'cision_state\x94\x93\x94(\x8c\x0cmodels.rules\x94\x8c\x0cSustain'
+    b'State\x94\x93\x94)\x81\x94]\x94\x8c\x0cunpaid_plays\x94J\xf8\xa6\x04k\x86\x94\x85\x94ab\x8c'
+    b'\x0fmodels.decision\x94\x8c\rCooldownState\x94\x93\x94)\x81\x94]\x94'
+    b'(JP\xa9\x04k(\x8c\x0fschemas.outputs\x94\x8c\x0bFraudReason\x94\x93'
+    b'\x94h\x08\x85\x94R\x94\x91\x94\x8c\x17fa-0123456789abcdef0123\x94K\x02\x86\x94\x85'
+    b'\x94ebJP\xa9\x04k\x8c\x0fdevice_plays_1h\x94K\x03\x85\x94\x8c\x02v1\x94\x88t\x94R\x94'
+    b'.'
+)
