@@ -61,12 +61,16 @@ def jukebox_events(jukebox: str, per_minute: float, minutes: int, rnd: random.Ra
 def device_states(events: list) -> tuple[dict[str, DeviceState], int]:
     """Every jukebox's state after its events (applied in event-time order, by the engine's
     update logic), and the bytes those states hold (tracemalloc)."""
-    events = sorted(events, key=lambda event: event.event_time)
+    # Applied as the engine applies them: each decoded from its bytes and dropped after, so
+    # the ids a state keeps (payers, payment ids) are its own strings and are counted.
+    records = [(type(event), event.model_dump_json()) for event in sorted(events, key=lambda e: e.event_time)]
+    del events
     gc.collect()
     tracemalloc.start()
     try:
         states: dict[str, DeviceState] = {}
-        for event in events:
+        for kind, raw in records:
+            event = kind.model_validate_json(raw)
             states[event.jukebox_id], _ = update_device(states.get(event.jukebox_id), event)
         gc.collect()
         held, _ = tracemalloc.get_traced_memory()

@@ -34,6 +34,7 @@ from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
 from online_store.snapshot_form import time_form, time_from, window_as, window_form, window_from
+from online_store.text_windows import SlidingTextSet
 from online_store.venues import VenueAssignment, VenueRef
 from online_store.windows import SlidingCounter, SlidingIdCounter, SlidingSet, SlidingSum
 from schemas.countries import CURRENCIES
@@ -71,7 +72,8 @@ class DeviceState:
     failed_payments_1h: SlidingSum = field(default_factory=lambda: SlidingSum(H1))
     paid_minor_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
     paid_minor_24h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H24))
-    payers_24h: SlidingSet = field(default_factory=lambda: SlidingSet(H24))
+    # the day's payers, read only when the venue moves (VenueLocated): held as text
+    payers_24h: SlidingTextSet = field(default_factory=lambda: SlidingTextSet(H24))
     # credits of the hour's plays by the payment id they name, and the ids paid lately
     credits_by_payment_1h: SlidingCounter = field(default_factory=lambda: SlidingCounter(H1))
     paid_ids_6h: SlidingSet = field(default_factory=lambda: SlidingSet(H6))
@@ -95,7 +97,7 @@ class DeviceState:
     def clock_s(self) -> int | None:
         return None if self.clock is None else int(self.clock.timestamp())
 
-    def _windows(self) -> tuple[SlidingSum | SlidingCounter | SlidingSet, ...]:
+    def _windows(self) -> tuple[SlidingSum | SlidingCounter | SlidingSet | SlidingTextSet, ...]:
         return (
             self.plays_5m, self.plays_1h, self.plays_24h, self.credits_used_1h,
             self.unpaid_plays_1h, self.after_hours_plays_1h, self.songs_1h, self.payments_1h,

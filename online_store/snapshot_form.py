@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from online_store.dedup import event_digest
 from online_store.definitions import BUCKETS_PER_WINDOW
+from online_store.text_windows import SlidingTextSet, text_set, text_set_of
 from online_store.windows import (
     SlidingCounter,
     SlidingSet,
@@ -35,7 +36,7 @@ from online_store.windows import (
     sum_window,
 )
 
-Window = SlidingSum | SlidingCounter | SlidingSet
+Window = SlidingSum | SlidingCounter | SlidingSet | SlidingTextSet
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -52,7 +53,7 @@ def time_from(us: int | None) -> datetime | None:
 
 # A window's form is its own `__reduce__` arguments, tagged with the kind of its rebuild.
 # Kinds 0 and 1 were the dict windows' forms, before the rings.
-_KIND_OF_REBUILD = {sum_window: 2, SlidingCounter: 3, id_counter: 4, set_window: 5}
+_KIND_OF_REBUILD = {sum_window: 2, SlidingCounter: 3, id_counter: 4, set_window: 5, text_set: 6}
 _REBUILD_OF_KIND = {kind: rebuild for rebuild, kind in _KIND_OF_REBUILD.items()}
 
 
@@ -80,13 +81,18 @@ def window_from(form: tuple) -> Window:
 def window_as(window: Window, kind: type) -> Window:
     """`window` as the `kind` of window its state keeps now: a snapshot written before
     songs were counted by digest and payers, devices and countries kept as sets holds
-    them as SlidingCounters of strings."""
-    if type(window) is kind or type(window) is not SlidingCounter:
+    them as SlidingCounters of strings, and one written before 2026-12-04 a jukebox's
+    payers as a SlidingSet."""
+    if type(window) is kind:
+        return window
+    if type(window) is SlidingSet and kind is SlidingTextSet:
+        return text_set_of(window)
+    if type(window) is not SlidingCounter:
         return window
     converted = kind(window.window_s, None, window.head)
     for bucket, counts in window.buckets.items():
         for key, amount in counts.items():
-            if kind is SlidingSet:
+            if kind in (SlidingSet, SlidingTextSet):
                 converted.add(bucket * window.bucket_s, key)
             else:
                 converted.add(bucket * window.bucket_s, event_digest(key), amount)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from online_store.dedup import event_digest
 from online_store.definitions import BUCKETS_PER_WINDOW as N
 from online_store.snapshot_form import window_as, window_form, window_from
+from online_store.text_windows import SlidingTextSet, text_set_of
 from online_store.windows import SlidingCounter, SlidingIdCounter, SlidingSet, SlidingSum
 
 WINDOW_S = 600  # 10 s buckets
@@ -56,7 +57,7 @@ def _run(window, key_of, step_list):
             accepted = model.accepts(t)
             if accepted:
                 model.added.append((t // (WINDOW_S // N), step[2], step[3]))
-            if isinstance(window, SlidingSet):
+            if isinstance(window, SlidingSet | SlidingTextSet):
                 added = window.add(t, step[2])
             else:
                 added = window.add(t, key_of(step[2]), step[3]) if key_of else window.add(t, step[3])
@@ -104,6 +105,20 @@ def test_sliding_set_equals_the_model(step_list: list) -> None:
         assert back == window
 
 
+@settings(max_examples=150, deadline=None)
+@given(steps)
+def test_sliding_text_set_equals_the_model_and_a_sliding_set(step_list: list) -> None:
+    window, same = SlidingTextSet(WINDOW_S), SlidingSet(WINDOW_S)
+    for model, _ in zip(_run(window, str, step_list), _run(same, str, step_list), strict=True):
+        held = {k for _b, k, _a in model.held()}
+        assert sorted(window) == sorted(held) and window.distinct == len(held)
+        assert all((key in window) == (key in held) for key in KEYS)
+        assert window.latest() == same.latest  # each id's latest bucket
+        assert text_set_of(same) == window  # a snapshot's SlidingSet, converted
+    for back in (pickle.loads(pickle.dumps(window)), window_from(window_form(window))):
+        assert back == window and type(back) is SlidingTextSet
+
+
 def test_snapshots_written_before_the_rings_still_load() -> None:
     # The flat forms of 2026-12-02: kind 0 {bucket: sum} and kind 1 {bucket: {key: amount}}.
     head = 1_000_000 // 10
@@ -121,6 +136,8 @@ def test_snapshots_written_before_the_rings_still_load() -> None:
     assert sorted(payers) == ["s1", "s2"]
     payers.advance((head + N) * 10)
     assert len(payers) == 0
+    as_text = window_as(window_from(old_counter), SlidingTextSet)
+    assert as_text.latest() == window_as(window_from(old_counter), SlidingSet).latest
     # The ring form of 2026-12-03 (stop 14): eight bytes a slot, no width.
     slots = array("q", bytes(8 * N))
     slots[(head - 3) % N], slots[head % N] = 2, 300
@@ -171,7 +188,7 @@ def test_states_snapshotted_by_the_dict_windows_resume_with_the_same_values() ->
         return last
 
     devices, customers = pickle.loads((Path(__file__).parent / "snapshots/states_2026-12-02.pickle").read_bytes())
-    assert type(devices["jb-0"].songs_1h) is SlidingIdCounter and type(devices["jb-0"].payers_24h) is SlidingSet
+    assert type(devices["jb-0"].songs_1h) is SlidingIdCounter and type(devices["jb-0"].payers_24h) is SlidingTextSet
     resumed = run(feed[len(feed) // 2:], devices, customers)
     whole = run(feed, {}, {})
     # Those states predate the backing windows: the value stays unset until their horizon
