@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -84,6 +84,7 @@ def _bulk_names(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _UPSERT_HEAD = _bulk("EVALSHA") + _bulk(UPSERT_SHA) + _bulk("1")  # command, script, 1 key
+_SEND_ROWS = 64  # rows packed, then sent while the next are packed
 
 
 class StoreError(RuntimeError):
@@ -206,9 +207,8 @@ class RedisFeatureStore:
         applied = 0
         for start in range(0, len(batch), self.max_pipeline_rows):
             chunk = batch[start:start + self.max_pipeline_rows]
-            commands = [self._packed_upsert(row, written_ms) for row in chunk]
             applied += self._with_retries(f"writing {len(chunk)} rows",
-                                          lambda commands=commands: self._run_upserts(commands))
+                                          lambda chunk=chunk: self._run_upserts(chunk, written_ms))
         return WriteResult(applied, len(batch) - applied, len(encoded) - len(batch))
 
     def _packed_upsert(self, row: EncodedRow, written_ms: str) -> bytes:
@@ -224,13 +224,21 @@ class RedisFeatureStore:
                 f"${len(version)}\r\n{version}\r\n${len(as_of)}\r\n{as_of}\r\n{written_ms}"
                 f"{self._ttl_ms[row.entity]}${len(count)}\r\n{count}\r\n{fields}{''.join(deletes)}").encode()
 
-    def _run_upserts(self, commands: list[bytes]) -> int:
+    def _run_upserts(self, rows: Sequence[EncodedRow], written_ms: str) -> int:
         """Rows applied. Loads the script and re-sends only what failed with NOSCRIPT
         (a fresh or restarted server, SCRIPT FLUSH): those commands did not run."""
+        commands: list[bytes] = []
+
+        def packed() -> Iterator[list[bytes]]:
+            for start in range(0, len(rows), _SEND_ROWS):
+                part = [self._packed_upsert(row, written_ms) for row in rows[start:start + _SEND_ROWS]]
+                commands.extend(part)
+                yield part
+
+        replies = self._round_trip(packed())
         pending = list(range(len(commands)))
         applied = 0
-        for _ in range(2):
-            replies = self._round_trip([commands[index] for index in pending])
+        for attempt in range(2):
             missing = []
             for index, reply in zip(pending, replies, strict=True):
                 if isinstance(reply, NoScriptError):
@@ -242,19 +250,28 @@ class RedisFeatureStore:
                     applied += int(reply)
             if not missing:
                 return applied
+            if attempt:
+                break
             self.client.script_load(UPSERT_SCRIPT)
             pending = missing
+            replies = self._round_trip([[commands[index] for index in pending]])
         raise StoreError("the upsert script vanished again right after SCRIPT LOAD")
 
-    def _round_trip(self, commands: list[bytes]) -> list[object]:
-        """Send packed commands in one write and read every reply (an error reply is
-        returned as its exception): what a non-transactional pipeline does."""
+    def _round_trip(self, parts: Iterable[list[bytes]]) -> list[object]:
+        """Send packed commands a part at a time, each as soon as it is packed, then read
+        every reply (an error reply is returned as its exception): what a
+        non-transactional pipeline does. Redis runs a part while the next is packed: the
+        engine waited for Redis ~12 % of its time while it drained a backlog (py-spy,
+        2026-12-04), and packing a row took about half as long as Redis ran it."""
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command([b"".join(commands)])
+            sent = 0
+            for part in parts:
+                connection.send_packed_command([b"".join(part)])
+                sent += len(part)
             replies: list[object] = []
-            for _ in commands:
+            for _ in range(sent):
                 try:
                     replies.append(connection.read_response())
                 except ResponseError as exc:  # the reply was read whole: the connection is fine
