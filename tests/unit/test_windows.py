@@ -159,38 +159,50 @@ def test_a_sum_refuses_what_it_could_not_keep_exact() -> None:
     assert window.total == 0
 
 
+def _feed() -> list:
+    """The feed both snapshot files were written from: their states are its first half."""
+    import random
+
+    from online_store.venues import venue_assignments
+    from tests.sample_events import sample_events, venues_for
+
+    events = sample_events(random.Random(11), 400, 3 * 3600, jukeboxes=3, customers=4)
+    return [a for v in venues_for(3, per_venue=1) for a in venue_assignments(v)] + events
+
+
+def _run_feed(items: list, devices: dict, customers: dict) -> dict:
+    """The last (version, values) of each entity's rows after applying `items`."""
+    from online_store.customer import CustomerPayment, VenueLocated, update_customer
+    from online_store.device import update_device
+
+    last = {}
+    for item in items:
+        devices[item.jukebox_id], out = update_device(devices.get(item.jukebox_id), item)
+        for o in out:
+            if isinstance(o, CustomerPayment | VenueLocated):
+                customers[o.customer_id], rows = update_customer(customers.get(o.customer_id), o)
+                out += rows
+            else:
+                last[(o.entity, o.entity_id)] = (o.version, o.values)
+    return last
+
+
+def _snapshot(name: str) -> tuple[dict, dict]:
+    from pathlib import Path
+
+    return pickle.loads((Path(__file__).parent / "snapshots" / name).read_bytes())
+
+
 def test_states_snapshotted_by_the_dict_windows_resume_with_the_same_values() -> None:
     """tests/unit/snapshots/states_2026-12-02.pickle: the device and customer states after
     the first half of this feed, pickled by the code of 2026-12-02 (dict buckets, songs and
     payers by their strings). Resumed now, the second half gives the values a run of the
     whole feed from nothing gives."""
-    import random
-    from pathlib import Path
-
-    from online_store.customer import CustomerPayment, VenueLocated, update_customer
-    from online_store.device import update_device
-    from online_store.venues import venue_assignments
-    from tests.sample_events import sample_events, venues_for
-
-    events = sample_events(random.Random(11), 400, 3 * 3600, jukeboxes=3, customers=4)
-    feed = [a for v in venues_for(3, per_venue=1) for a in venue_assignments(v)] + events
-
-    def run(items, devices, customers):
-        last = {}
-        for item in items:
-            devices[item.jukebox_id], out = update_device(devices.get(item.jukebox_id), item)
-            for o in out:
-                if isinstance(o, CustomerPayment | VenueLocated):
-                    customers[o.customer_id], rows = update_customer(customers.get(o.customer_id), o)
-                    out += rows
-                else:
-                    last[(o.entity, o.entity_id)] = (o.version, o.values)
-        return last
-
-    devices, customers = pickle.loads((Path(__file__).parent / "snapshots/states_2026-12-02.pickle").read_bytes())
+    feed = _feed()
+    devices, customers = _snapshot("states_2026-12-02.pickle")
     assert type(devices["jb-0"].songs_1h) is SlidingIdCounter and type(devices["jb-0"].payers_24h) is SlidingTextSet
-    resumed = run(feed[len(feed) // 2:], devices, customers)
-    whole = run(feed, {}, {})
+    resumed = _run_feed(feed[len(feed) // 2:], devices, customers)
+    whole = _run_feed(feed, {}, {})
     # Those states predate the backing windows: the value stays unset until their horizon
     # (7 h of event time) has passed, and the others are as if nothing had stopped.
     unbacked = ("device_unbacked_credits_1h", "device_unbacked_payments_1h")
@@ -200,3 +212,18 @@ def test_states_snapshotted_by_the_dict_windows_resume_with_the_same_values() ->
         if key[0] == "device":
             assert all(isinstance(values.pop(name), int) for name in unbacked)
     assert resumed and all(whole[key] == value for key, value in resumed.items())
+
+
+def test_states_snapshotted_with_payers_as_a_set_resume_with_the_same_values() -> None:
+    """tests/unit/snapshots/states_2026-12-04.pickle: the same half of the feed, pickled by
+    commit 5ec4255 (the day's payers as a SlidingSet). Resumed now, the payers are text,
+    and the second half gives the values of a run of the whole feed, the unbacked-payment
+    values included."""
+    feed = _feed()
+    devices, customers = _snapshot("states_2026-12-04.pickle")
+    assert all(type(device.payers_24h) is SlidingTextSet for device in devices.values())
+    assert any(len(device.payers_24h) for device in devices.values())
+    resumed = _run_feed(feed[len(feed) // 2:], devices, customers)
+    whole = _run_feed(feed, {}, {})
+    assert resumed and all(whole[key] == value for key, value in resumed.items())
+    assert any(values["device_unbacked_payments_1h"] for key, (_, values) in whole.items() if key[0] == "device")
