@@ -53,8 +53,9 @@ CLOCK = datetime(2026, 12, 1, tzinfo=UTC)
 # where a profiled function's own time is attributed (first match of its file path)
 PARTS = (
     ("decode + admission (route)", ("schemas/", "dataflows/records.py", "pydantic", "orjson")),
-    ("device features", ("online_store/device.py", "online_store/windows.py", "online_store/text_windows.py", "online_store/geo.py",
-                         "online_store/dedup.py", "online_store/payments.py", "online_store/venues.py")),
+    ("device features", ("online_store/device.py", "online_store/windows.py", "online_store/text_windows.py",
+                         "online_store/geo.py", "online_store/dedup.py", "online_store/payments.py",
+                         "online_store/venues.py")),
     ("customer features", ("online_store/customer.py",)),
     ("fraud rules + decide", ("models/rules.py", "models/decision.py", "dataflows/fraud_steps.py")),
     ("anomaly detector (River)", ("models/anomaly.py", "river/")),
