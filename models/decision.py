@@ -257,15 +257,10 @@ def update_cooldown(state: CooldownState | None, alert: FraudAlert | Verdict) ->
         return CooldownState(window, frozenset(alert.reasons), ((alert.alert_id, rank),)), True
     if window < state.window_start_s:
         return state, False
-    known_reasons = state.reasons.issuperset(alert.reasons)
-    escalated = False
-    for alert_id, emitted_rank in state.severities:
-        if alert_id == alert.alert_id:
-            escalated = rank > emitted_rank
-            break
-    if known_reasons and not escalated:
-        return state, False  # the usual case for a jukebox still alerting: nothing new
     emitted = dict(state.severities)
+    escalated = rank > emitted.get(alert.alert_id, rank)
+    if state.reasons.issuperset(alert.reasons) and not escalated:
+        return state, False  # the usual case for a jukebox still alerting: nothing new
     emitted[alert.alert_id] = max(rank, emitted.get(alert.alert_id, -1))
     return (
         CooldownState(window, state.reasons.union(alert.reasons), tuple(sorted(emitted.items()))),

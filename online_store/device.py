@@ -33,7 +33,14 @@ from online_store.definitions import H1, H6, H24, IDLE_RESET_S, M5
 from online_store.feature_row import FeatureRow, FeatureValue
 from online_store.geo import haversine_km
 from online_store.payments import credits_paid, currency_map_json, revenue_usd
-from online_store.snapshot_form import time_form, time_from, window_as, window_form, window_from
+from online_store.snapshot_form import (
+    Window,
+    time_form,
+    time_from,
+    window_as,
+    window_form,
+    window_from,
+)
 from online_store.text_windows import SlidingTextSet
 from online_store.venues import VenueAssignment, VenueRef
 from online_store.windows import SlidingCounter, SlidingIdCounter, SlidingSet, SlidingSum
@@ -97,7 +104,7 @@ class DeviceState:
     def clock_s(self) -> int | None:
         return None if self.clock is None else int(self.clock.timestamp())
 
-    def _windows(self) -> tuple[SlidingSum | SlidingCounter | SlidingSet | SlidingTextSet, ...]:
+    def _windows(self) -> tuple[Window, ...]:
         return (
             self.plays_5m, self.plays_1h, self.plays_24h, self.credits_used_1h,
             self.unpaid_plays_1h, self.after_hours_plays_1h, self.songs_1h, self.payments_1h,
