@@ -205,3 +205,19 @@ def test_a_state_from_before_the_backing_windows_leaves_the_value_unset_for_thei
     assert outputs[0].values["device_unbacked_credits_1h"] is None
     state, outputs = update_device(state, play(2, T0 + timedelta(hours=7)))
     assert outputs[0].values["device_unbacked_credits_1h"] == 2 + 2  # both plays are in the hour
+
+
+def test_every_window_is_advanced_and_snapshotted():
+    """`DeviceState._windows()` (advanced with the clock) and `_WINDOWS` (saved in a
+    snapshot) name the same windows, and they are every window field of the state: a
+    window missing from one would stop expiring, or be lost on restart."""
+    import dataclasses
+
+    from online_store.device import _WINDOWS, DeviceState
+    from online_store.snapshot_form import Window
+
+    state = DeviceState("jb-1")
+    fields = {f.name for f in dataclasses.fields(DeviceState) if isinstance(getattr(state, f.name), Window)}
+    assert set(_WINDOWS) == fields and len(_WINDOWS) == len(fields)
+    assert {id(window) for window in state._windows()} == {id(getattr(state, name)) for name in _WINDOWS}
+    assert len(state._windows()) == len(_WINDOWS)
