@@ -279,10 +279,9 @@ class _AnomalyLogic(HistoryOrdered, op.StatefulBatchLogic):
     def apply_in_order(self, values: list[ClosedWindow]) -> list:
         outputs: list = []
         detector, policy = self.state.detector, self.config.decisions
-        for window in values:
-            warm = detector.is_warm
-            score = detector.score_then_learn(window.features, learn=not window.alerted)
-            if not warm or score < policy.anomaly_threshold:
+        scores = detector.scores_then_learn([(window.features, not window.alerted) for window in values])
+        for window, score in zip(values, scores, strict=True):
+            if score is None or score < policy.anomaly_threshold:  # None: not warm yet
                 continue
             end = datetime.fromtimestamp(window.window_start_s + ANOMALY_WINDOW_S, tz=UTC)
             found = verdict(window.jukebox_id, window.venue_id, end, window.features, None, score, (),
