@@ -36,8 +36,8 @@ test-all: install
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 # The live flow against raw Kafka (new jukeboxes), then at steady state (day-old jukeboxes),
-# then what each recovery snapshot costs; bench.replay, bench.state_memory and
-# bench.store_write run on their own.
+# then what each recovery snapshot costs; bench.replay, bench.state_memory,
+# bench.store_write and bench.anomaly run on their own.
 bench: install
 	$(BIN)/python -m bench.feature_flow
 	$(BIN)/python -m bench.steady_flow
