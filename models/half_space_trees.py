@@ -106,7 +106,7 @@ class HalfSpaceForest:
 
     def paths(self, X: np.ndarray) -> np.ndarray:
         """(height + 1, rows, trees): the node (index into the masses) each row visits at
-        each depth of each tree. River goes left on value < threshold."""
+        each depth of each tree. River goes left on value < threshold (so right on NaN)."""
         if len(X) < _ROWS_PER_ARRAY_WALK:
             return self._paths_row_by_row(X)
         rows, columns = X.shape
@@ -116,7 +116,7 @@ class HalfSpaceForest:
         values, row_base = X.ravel(), (np.arange(rows, dtype=np.intp) * columns)[:, None]
         for depth in range(self.height):
             inner = at + self._inner_base
-            right = values.take(self._split_array.take(inner) + row_base) >= self._threshold_array.take(inner)
+            right = ~(values.take(self._split_array.take(inner) + row_base) < self._threshold_array.take(inner))
             at = 2 * at + 1 + right
             out[depth + 1] = at + self._node_base
         return out
@@ -130,7 +130,7 @@ class HalfSpaceForest:
                 at, i, n = 0, t * inner, t * nodes
                 paths.append(n)
                 for _ in range(height):
-                    at = 2 * at + (2 if x[split[i + at]] >= threshold[i + at] else 1)
+                    at = 2 * at + (1 if x[split[i + at]] < threshold[i + at] else 2)
                     paths.append(n + at)
         return np.array(paths, dtype=np.intp).reshape(len(X), self.n_trees, height + 1).transpose(2, 0, 1)
 

@@ -3,6 +3,7 @@ detectors pickled with River's forest resume on the arrays with the same scores.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def runs(draw: st.DrawFn) -> tuple:
               "window_size": draw(st.sampled_from([10, 20, 70]) | st.integers(2, 30)), "seed": draw(st.integers(0, 10_000))}
     learn_below = draw(st.none() | st.floats(0.0, 1.0))
     forest = HalfSpaceForest(FEATURES, **config)
-    # values on a split threshold test River's `value < threshold` boundary; 0 and 1 the faces
-    value = st.floats(0.0, 1.0) | st.sampled_from([0.0, 1.0, *forest._threshold[:8]])
+    # values on a split threshold test River's `value < threshold` boundary; 0 and 1 the
+    # faces; NaN goes right in River (not less than anything)
+    value = st.floats(0.0, 1.0) | st.sampled_from([0.0, 1.0, math.nan, *forest._threshold[:8]])
     rows = draw(st.lists(st.tuples(st.lists(value, min_size=3, max_size=3), st.booleans()), min_size=30, max_size=160))
     batches = draw(st.lists(st.integers(1, 40) | st.integers(64, 160), min_size=1, max_size=20))
     return config, learn_below, rows, batches
@@ -50,7 +52,7 @@ def test_scores_and_learning_equal_rivers_row_by_row(run):
         X = np.array([values for values, _ in part]).reshape(len(part), len(FEATURES))
         got += forest.scores_then_learn(X, np.array([learn for _, learn in part], dtype=bool), learn_below)
         start += size
-    assert [0.0 if score is None else score for score in got] == expected
+    assert [0.0 if score is None else score for score in got] == expected  # NaN never scores NaN
     assert forest.counter == river.counter and forest.first_window == river._first_window
     resumed = HalfSpaceForest.from_river(river, FEATURES)  # River's trees and masses, as arrays
     assert np.array_equal(resumed.l_mass, forest.l_mass) and np.array_equal(resumed.r_mass, forest.r_mass)
