@@ -58,26 +58,32 @@ console = Console()
 def synthetic_records(topics: Topics, count: int, jukeboxes: int, start: datetime, seed: int,
                       spacing_s: float) -> list[RawRecord]:
     """Plays (80%) and payments (20%) over many jukeboxes; arrival = event time + 2 s.
-    Honest traffic: a play names its jukebox's latest payment, or before the first one a
+    Honest traffic: a payment buys 4 credits (80 KES) and the jukebox's next 4 events are
+    plays of one credit each naming it; a jukebox starts with 0-4 credits left from a
     payment made before the backlog. Plays naming a new unknown payment each would look
     like fraud (`device_unbacked_payments_1h`), and every event of such a jukebox would
-    build an alert."""
+    build an alert; payments drawn at random, each of one credit (before 2026-12-04,
+    15:00 UTC), left a warm jukebox ~47 credits unpaid an hour, so the sustained
+    unpaid-credits rule held on its every row."""
     rnd = random.Random(seed)
     records = []
     paid: dict[str, str] = {}  # jukebox -> its latest payment id
+    credits: dict[str, int] = {}  # jukebox -> credits left of it
     for i in range(count):
         jb = f"jb-{rnd.randrange(jukeboxes)}"
         at = start + timedelta(seconds=i * spacing_s)
-        if rnd.random() < 0.8:
+        left = credits.setdefault(jb, rnd.randrange(5))
+        if left:
+            credits[jb] = left - 1
             event = PlayEvent(event_id=f"p{seed}-{i}", jukebox_id=jb, venue_id="v1",
                               song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
                               payment_id=paid.get(jb, f"before-{jb}"))
             topic = topics.plays
         else:
-            paid[jb] = f"pay{seed}-{i}"
+            paid[jb], credits[jb] = f"pay{seed}-{i}", 4
             event = PaymentEvent(event_id=f"m{seed}-{i}", payment_id=paid[jb], jukebox_id=jb,
                                  venue_id="v1", customer_id=f"c{rnd.randrange(jukeboxes // 2)}",
-                                 amount="20", currency="KES", method="mobile_money",
+                                 amount="80", currency="KES", method="mobile_money",
                                  status="succeeded", occurred_at=at)
             topic = topics.payments
         records.append(RawRecord(topic, jb.encode(), event.model_dump_json().encode(), None, None,
