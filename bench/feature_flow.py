@@ -7,8 +7,9 @@ Everything runs in one go on the same embedded broker and Redis:
    job pays on this machine);
 2. backlog: `jukebox run` (1 process) drains the same backlog into Redis; the
    throughput is measured from the process's own `jukebox_events_in_total`;
-3. latency: events are produced at a fixed rate (default: 80 % of the drain rate just
-   measured, a load the flow can keep up with) with event time = send time, and each
+3. latency: events (the backlog's honest mix, over at most 50,000 jukeboxes new to the
+   flow) are produced at a fixed rate (default: 80 % of the drain rate just measured, a
+   load the flow can keep up with) with event time = send time, and each
    jukebox's latency is its Redis `_written_ms` minus the send time of its last event
    (p50/p99 over jukeboxes);
 4. scale-out: a 2-process cluster (`jukebox run -i/-a`) drains the same backlog again,
@@ -55,39 +56,53 @@ from tests.integration.flow_process import FlowProcess, produce_records
 console = Console()
 
 
+class HonestTraffic:
+    """Plays (80%) and payments (20%) of `jukeboxes` jukebox ids `<prefix>-<n>` picked at
+    random, each paying for what it plays: a payment buys 4 credits (80 KES) and the
+    jukebox's next 4 events are plays of one credit each naming it; a jukebox starts with
+    0-4 credits left from a payment made before the traffic. `tag` makes the event and
+    payment ids unique. Plays naming a new unknown payment each would look like fraud
+    (`device_unbacked_payments_1h`), and every event of such a jukebox would build an
+    alert; payments drawn at random, each of one credit (before 2026-12-04, 15:00 UTC),
+    left a warm jukebox ~47 credits unpaid an hour, so the sustained unpaid-credits rule
+    held on its every row."""
+
+    def __init__(self, seed: int, jukeboxes: int, prefix: str = "jb", tag: str | None = None) -> None:
+        self.rnd, self.jukeboxes, self.prefix = random.Random(seed), jukeboxes, prefix
+        self.tag = str(seed) if tag is None else tag
+        self.paid: dict[str, str] = {}  # jukebox -> its latest payment id
+        self.credits: dict[str, int] = {}  # jukebox -> credits left of it
+
+    def event(self, i: int, at: datetime) -> PlayEvent | PaymentEvent:
+        """The `i`-th event, at event time `at`."""
+        rnd, tag = self.rnd, self.tag
+        jb = f"{self.prefix}-{rnd.randrange(self.jukeboxes)}"
+        left = self.credits.setdefault(jb, rnd.randrange(5))
+        if left:
+            self.credits[jb] = left - 1
+            return PlayEvent(event_id=f"p{tag}-{i}", jukebox_id=jb, venue_id="v1",
+                             song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
+                             payment_id=self.paid.get(jb, f"before-{jb}"))
+        self.paid[jb], self.credits[jb] = f"pay{tag}-{i}", 4
+        return PaymentEvent(event_id=f"m{tag}-{i}", payment_id=self.paid[jb], jukebox_id=jb, venue_id="v1",
+                            customer_id=f"c{rnd.randrange(max(1, self.jukeboxes // 2))}", amount="80",
+                            currency="KES", method="mobile_money", status="succeeded", occurred_at=at)
+
+
+def topic_of(topics: Topics, event: PlayEvent | PaymentEvent) -> str:
+    return topics.plays if type(event) is PlayEvent else topics.payments
+
+
 def synthetic_records(topics: Topics, count: int, jukeboxes: int, start: datetime, seed: int,
                       spacing_s: float) -> list[RawRecord]:
-    """Plays (80%) and payments (20%) over many jukeboxes; arrival = event time + 2 s.
-    Honest traffic: a payment buys 4 credits (80 KES) and the jukebox's next 4 events are
-    plays of one credit each naming it; a jukebox starts with 0-4 credits left from a
-    payment made before the backlog. Plays naming a new unknown payment each would look
-    like fraud (`device_unbacked_payments_1h`), and every event of such a jukebox would
-    build an alert; payments drawn at random, each of one credit (before 2026-12-04,
-    15:00 UTC), left a warm jukebox ~47 credits unpaid an hour, so the sustained
-    unpaid-credits rule held on its every row."""
-    rnd = random.Random(seed)
+    """`HonestTraffic` at `spacing_s` of event time apart; arrival = event time + 2 s."""
+    traffic = HonestTraffic(seed, jukeboxes)
     records = []
-    paid: dict[str, str] = {}  # jukebox -> its latest payment id
-    credits: dict[str, int] = {}  # jukebox -> credits left of it
     for i in range(count):
-        jb = f"jb-{rnd.randrange(jukeboxes)}"
         at = start + timedelta(seconds=i * spacing_s)
-        left = credits.setdefault(jb, rnd.randrange(5))
-        if left:
-            credits[jb] = left - 1
-            event = PlayEvent(event_id=f"p{seed}-{i}", jukebox_id=jb, venue_id="v1",
-                              song_id=f"s{rnd.randrange(2000)}", played_at=at, credits_used=1,
-                              payment_id=paid.get(jb, f"before-{jb}"))
-            topic = topics.plays
-        else:
-            paid[jb], credits[jb] = f"pay{seed}-{i}", 4
-            event = PaymentEvent(event_id=f"m{seed}-{i}", payment_id=paid[jb], jukebox_id=jb,
-                                 venue_id="v1", customer_id=f"c{rnd.randrange(jukeboxes // 2)}",
-                                 amount="80", currency="KES", method="mobile_money",
-                                 status="succeeded", occurred_at=at)
-            topic = topics.payments
-        records.append(RawRecord(topic, jb.encode(), event.model_dump_json().encode(), None, None,
-                                 int(at.timestamp() * 1000) + 2000))
+        event = traffic.event(i, at)
+        records.append(RawRecord(topic_of(topics, event), event.jukebox_id.encode(),
+                                 event.model_dump_json().encode(), None, None, int(at.timestamp() * 1000) + 2000))
     return records
 
 
@@ -188,7 +203,7 @@ def latency_ms(bootstrap: str, flow: FlowProcess, client: redis.Redis, topics: T
     # 20 ms batches, as the simulator sends: the embedded broker's CPU per request grows with
     # the batches it holds (tests/faults/test_sustained_load.py), and 1 ms batches measured it.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    rnd = random.Random(99)
+    traffic = HonestTraffic(99, jukeboxes, prefix="lat", tag="lat")
     last_sent: dict[str, int] = {}
     started = time.perf_counter()
     sent = 0
@@ -196,11 +211,9 @@ def latency_ms(bootstrap: str, flow: FlowProcess, client: redis.Redis, topics: T
         due = int((time.perf_counter() - started) * rate)
         while sent < due:
             now = datetime.now(UTC)
-            jb = f"lat-{rnd.randrange(jukeboxes)}"
-            event = PlayEvent(event_id=f"lat-{sent}", jukebox_id=jb, venue_id="v1", song_id="s1",
-                              played_at=now, credits_used=1, payment_id="x")
-            ms = int(now.timestamp() * 1000)
-            producer.produce(topics.plays, event.model_dump_json().encode(), jb.encode(), timestamp=ms)
+            event = traffic.event(sent, now)
+            jb, ms = event.jukebox_id, int(now.timestamp() * 1000)
+            producer.produce(topic_of(topics, event), event.model_dump_json().encode(), jb.encode(), timestamp=ms)
             last_sent[jb] = ms
             sent += 1
         producer.poll(0)
@@ -239,8 +252,9 @@ def main() -> None:
         try:
             one = drain([flow], args.events, stack.server_pids)
             rate = args.rate or int(0.8 * one.rate)
+            # at most 50,000 jukeboxes, new to the flow: as many as `--jukeboxes` when fewer
             latencies = latency_ms(stack.kafka_bootstrap, flow, client, topics, rate,
-                                   args.latency_seconds, jukeboxes=50_000)
+                                   args.latency_seconds, jukeboxes=min(args.jukeboxes, 50_000))
         finally:
             flow.stop()
         # The same backlog again with two processes (a fresh key prefix and recovery directory).
