@@ -60,8 +60,8 @@ def test_scores_and_learning_equal_rivers_row_by_row(run):
 
 
 def test_a_detector_pickled_with_rivers_forest_resumes_with_the_same_scores():
-    # written by 71fa27d (River's HalfSpaceTrees inside): 4 trees of height 6, 30 rows into
-    # its fifth window; the scores are the old code's for the windows that followed
+    # written by 71fa27d (River's HalfSpaceTrees inside): 4 trees of height 6, windows of
+    # 50, 30 rows into its third; the scores are the old code's for the 120 windows after
     saved = pickle.loads((SNAPSHOTS / "anomaly_detector_2026-12-04.pickle").read_bytes())
     assert saved["written_by"] == "71fa27d"
     detector = pickle.loads(saved["detector"])
