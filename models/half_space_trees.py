@@ -77,13 +77,12 @@ class HalfSpaceForest:
                     split[t * inner + i], threshold[t * inner + i] = column[node.feature], node.threshold
                     stack += ((node.children[0], 2 * i + 1), (node.children[1], 2 * i + 2))
         # Tree t's node i is at t * nodes + i of the masses, and its split at t * inner + i.
-        self._split, self._threshold = split, threshold  # lists: read by the row-by-row walk
         self._split_array, self._threshold_array = np.array(split, dtype=np.intp), np.array(threshold)
         self.l_mass, self.r_mass = np.array(l_mass, dtype=np.int32), np.array(r_mass, dtype=np.int32)
-        self._set_bases()
+        self._set_derived()
 
     def __getstate__(self) -> dict:
-        """Config, masses and splits: the lists and bases are derived (~60 KB for 10 x 8)."""
+        """Config, masses and splits: the rest is derived (~60 KB for 10 x 8)."""
         keep = ("features", "n_trees", "height", "window_size", "counter", "first_window", "learnt",
                 "l_mass", "r_mass", "_threshold_array")
         return {**{k: self.__dict__[k] for k in keep}, "_split_array": self._split_array.astype(np.int16)}
@@ -91,10 +90,12 @@ class HalfSpaceForest:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._split_array = state["_split_array"].astype(np.intp)
-        self._split, self._threshold = self._split_array.tolist(), self._threshold_array.tolist()
-        self._set_bases()
+        self._set_derived()
 
-    def _set_bases(self) -> None:
+    def _set_derived(self) -> None:
+        """What the splits and the shape give: the splits as lists (read by the row-by-row
+        walk) and each tree's offsets into the flat arrays."""
+        self._split, self._threshold = self._split_array.tolist(), self._threshold_array.tolist()
         trees, nodes = self.n_trees, 2 ** (self.height + 1) - 1
         self._inner_base = np.arange(trees, dtype=np.intp) * (nodes // 2)
         self._node_base = np.arange(trees, dtype=np.intp) * nodes
