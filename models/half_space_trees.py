@@ -29,7 +29,6 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
-from river.tree.padded import PaddedBranch, make_padded_tree
 
 _ROWS_PER_ARRAY_WALK = 8  # fewer rows walk in Python: each array step costs ~1 µs
 _PADDING = 0.15  # River's HalfSpaceTrees.learn_one builds its trees with this padding
@@ -43,6 +42,10 @@ class HalfSpaceForest:
                  window_size: int = 250, seed: int | None = None) -> None:
         self.features = tuple(features)
         self.n_trees, self.height, self.window_size = n_trees, height, window_size
+        # Imported here: `river.tree` imports most of River and SciPy (~1.4 s), which a
+        # process resuming its detector from a snapshot, and every CLI command, skip.
+        from river.tree.padded import make_padded_tree
+
         rng = random.Random(seed)
         limits = {name: (0.0, 1.0) for name in sorted(self.features)}
         roots = [make_padded_tree(limits=dict(limits), height=height, padding=_PADDING, rng=rng,
@@ -63,6 +66,8 @@ class HalfSpaceForest:
         return out
 
     def _set_trees(self, roots: list) -> None:
+        from river.tree.padded import PaddedBranch
+
         trees, nodes = len(roots), 2 ** (self.height + 1) - 1
         inner = nodes // 2
         column = {name: i for i, name in enumerate(self.features)}

@@ -19,14 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
 from models.fraud_scorer import LoadedModel, ModelIntegrityError, loaded_model_from_bytes
 from models.recommender import RECS_MODEL_NAME, RecsScorer
 from models.recs_catalog import RecsCatalog
 from models.recs_rules import RecsPolicy
 from models.recs_training import TrainedRecsModel, evaluate_scorer
-from models.registered_model import RegisteredModel
+from models.registered_model import RegisteredModel, mlflow_error
 
 ONNX_FILE = "recs.onnx"
 
@@ -93,7 +91,7 @@ class RecsModelRegistry(RegisteredModel):
             try:
                 champion = RecsScorer.from_model(self.load_version(previous))
                 champion_ndcg = evaluate_scorer(champion, holdout, catalog, rules).ndcg
-            except (ModelIntegrityError, MlflowException, OSError) as exc:
+            except (ModelIntegrityError, mlflow_error(), OSError) as exc:
                 promote, reason = True, f"champion v{previous} cannot be loaded ({exc})"
             else:
                 promote = new > champion_ndcg + min_gain

@@ -28,8 +28,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
-from scipy import sparse
-from sklearn.utils.extmath import randomized_svd
 
 from models.onnx_export import ParityError, inference_session, sha256_hex
 from models.recommender import (
@@ -282,6 +280,11 @@ class RecsTrainer:
 
     def _cooccurrence_factors(self, rows: list[int], cols: list[int], n_baskets: int,
                               n_songs: int) -> tuple[np.ndarray, np.ndarray]:
+        # Imported here, only to train: SciPy and scikit-learn cost every process that
+        # merely loads a model (the live flow, each CLI command) ~1.2 s at start.
+        from scipy import sparse
+        from sklearn.utils.extmath import randomized_svd
+
         baskets = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(max(n_baskets, 1), n_songs))
         baskets.data[:] = 1.0  # played at all in the block, not how often
         together = (baskets.T @ baskets).tocsr()

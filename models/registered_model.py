@@ -15,15 +15,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
-
 from models.fraud_scorer import LoadedModel, ModelIntegrityError, loaded_model_from_bytes
 from models.model_drift import REFERENCE_FILE, ModelReference
 
 CHAMPION = "champion"
 ARTIFACT_DIR = "model"
+
+
+def mlflow_error() -> type[Exception]:
+    """MLflow's exception class. MLflow is imported on first use, here and where a client is
+    made: `import mlflow` takes ~1.3 s, which CLI commands that touch no model skip."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
 
 
 def local_tracking_uri(data_dir: Path) -> str:
@@ -51,6 +55,8 @@ class RegisteredModel:
         self.name = name
         self.experiment = experiment
         self.artifact_location = artifact_location or local_artifact_location(tracking_uri)
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     # -- writing ---------------------------------------------------------------------------
@@ -89,7 +95,7 @@ class RegisteredModel:
                         tags: Mapping[str, str]) -> str:
         try:
             self.client.get_registered_model(self.name)
-        except MlflowException:
+        except mlflow_error():
             self.client.create_registered_model(self.name)
         run = self.client.get_run(run_id)
         return str(self.client.create_model_version(
@@ -112,7 +118,7 @@ class RegisteredModel:
     def champion_version(self) -> str | None:
         try:
             return str(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
-        except MlflowException:
+        except mlflow_error():
             return None
 
     def load_version(self, version: str) -> LoadedModel:
@@ -121,6 +127,8 @@ class RegisteredModel:
         registered_sha = mv.tags.get("onnx_sha256")
         if not registered_sha:
             raise ModelIntegrityError(f"{self.name} v{version} has no registered onnx_sha256 tag")
+        from mlflow.artifacts import download_artifacts
+
         with tempfile.TemporaryDirectory() as tmp:
             path = download_artifacts(artifact_uri=f"{mv.source}/{self.onnx_file}", dst_path=tmp,
                                       tracking_uri=self.tracking_uri)
@@ -136,12 +144,14 @@ class RegisteredModel:
     def load_reference(self, version: str) -> ModelReference | None:
         """The drift reference stored with a version (`reference.json`), or None for a version
         trained before references were stored. An unreadable file is an error."""
+        from mlflow.artifacts import download_artifacts
+
         mv = self.client.get_model_version(self.name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = download_artifacts(artifact_uri=f"{mv.source}/{REFERENCE_FILE}", dst_path=tmp,
                                           tracking_uri=self.tracking_uri)
-            except (MlflowException, OSError):
+            except (mlflow_error(), OSError):
                 return None
             return ModelReference.from_json(Path(path).read_bytes())
 
@@ -160,7 +170,7 @@ class RegisteredModel:
                 raise ValueError(f"this registry serves {self.name!r}, not {name!r}")
             try:
                 version = self.client.get_model_version_by_alias(name, alias).version
-            except MlflowException as exc:
+            except mlflow_error() as exc:
                 raise LookupError(f"no version of {name!r} has alias {alias!r}") from exc
             return self.load_version(str(version))
         name, _, version = name.partition("/")

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.exceptions import MlflowException
-
 from models.fraud_features import FRAUD_MODEL_FEATURES, MODEL_NAME, check_feature_names
 from models.fraud_scorer import (
     FraudScorer,
@@ -39,6 +37,7 @@ from models.registered_model import (
     RegisteredModel,
     local_artifact_location,
     local_tracking_uri,
+    mlflow_error,
 )
 
 if TYPE_CHECKING:  # training (scikit-learn) is not imported by the serving engine
@@ -141,7 +140,7 @@ class FraudModelRegistry(RegisteredModel):
                     self.load_version(previous), expected_features=None
                 )
                 champion_auc = pr_auc_on(champion, trained.holdout)
-            except (ModelIntegrityError, MlflowException, OSError) as exc:
+            except (ModelIntegrityError, mlflow_error(), OSError) as exc:
                 promote, reason = True, f"champion v{previous} cannot be loaded ({exc})"
             else:
                 promote = new_auc > champion_auc + min_gain
