@@ -37,7 +37,7 @@ test-all: install
 
 # The live flow against raw Kafka (new jukeboxes), then at steady state (day-old jukeboxes),
 # then what each recovery snapshot costs; bench.replay, bench.state_memory,
-# bench.store_write and bench.anomaly run on their own.
+# bench.store_write, bench.anomaly and bench.restart run on their own.
 bench: install
 	$(BIN)/python -m bench.feature_flow
 	$(BIN)/python -m bench.steady_flow
