@@ -36,22 +36,11 @@ from bytewax.testing import TestingSource
 from rich.console import Console
 from rich.table import Table
 
-from bench.recovery import DiscardSink, HeldSnapshot
-from bench.steady_flow import day_old_snapshots
+from bench.recovery import DiscardSink
+from bench.steady_flow import day_old_snapshots, write_device_states
 from dataflows.flow import DeviceLogic
-from dataflows.recovery_partitions import create_partitions
 
 console = Console()
-
-
-def write_snapshots(recovery_dir: Path, snapshots: list[tuple[str, tuple]], partitions: int) -> None:
-    """A recovery directory whose device step (`jukebox.device_features`) holds `snapshots`."""
-    recovery_dir.mkdir(parents=True)
-    create_partitions(recovery_dir, partitions)
-    flow = Dataflow("jukebox")
-    keyed = op.input("warm_up", flow, TestingSource(snapshots, batch_size=5000))
-    op.output("out", op.stateful_batch("device_features", keyed, HeldSnapshot), DiscardSink())
-    cli_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(recovery_dir)))
 
 
 def resume_seconds(recovery_dir: Path) -> tuple[float, int]:
@@ -90,7 +79,7 @@ def main() -> None:
             for partitions in sorted({1, args.partitions}):
                 directory = Path(tmp) / f"{count}-{partitions}"
                 console.print(f"writing {count:,} snapshots into {partitions} partition(s), then resuming ...")
-                write_snapshots(directory, snapshots[:count], partitions)
+                write_device_states(directory, snapshots[:count], partitions)
                 seconds, built = resume_seconds(directory)
                 if built != count:
                     raise SystemExit(f"resumed {built} keys of {count}")

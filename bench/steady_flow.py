@@ -79,11 +79,12 @@ def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tu
     return out
 
 
-def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, tuple]]) -> None:
-    """A one-partition recovery directory whose device step (`jukebox.device_features`,
-    as `dataflows.live` names it) holds `snapshots`."""
+def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, tuple]], partitions: int = 1) -> None:
+    """A recovery directory (one partition, as `jukebox run` with one worker makes it)
+    whose device step (`jukebox.device_features`, as `dataflows.live` names it) holds
+    `snapshots`."""
     recovery_dir.mkdir(parents=True)
-    create_partitions(recovery_dir, 1)  # as `jukebox run` makes them
+    create_partitions(recovery_dir, partitions)
     flow = Dataflow("jukebox")
     keyed = op.input("warm_up", flow, TestingSource(snapshots, batch_size=5000))  # not "records": its partitions would clash
     op.output("out", op.stateful_batch("device_features", keyed, HeldSnapshot), DiscardSink())
