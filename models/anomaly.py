@@ -94,6 +94,10 @@ class DeviceAnomalyDetector:
         self._low = np.array([lo for lo, _ in self.bounds.values()])
         self._span = np.array([hi for _, hi in self.bounds.values()]) - self._low
 
+    def __getstate__(self) -> dict:
+        # the scale is derived from the bounds (`_set_scale`), not kept in a snapshot
+        return {k: v for k, v in self.__dict__.items() if k not in ("_low", "_span")}
+
     def __setstate__(self, state: dict) -> None:
         forest = state["forest"]
         if not isinstance(forest, HalfSpaceForest):  # pickled before 2026-12-04: River's own forest
