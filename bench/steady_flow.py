@@ -20,7 +20,7 @@ Ahead of the backlog, each jukebox gets one play, and a drain is timed from when
 are in: a resumed state is unpickled at its jukebox's first event, a cost of the restart,
 not of the steady state. Printed: events/s and flow CPU per event of each drain, their
 ratio, the time from the process's start to all drained (resume, warm-up and backlog), the
-recovery partition's size after each, and how long the day-old process took to resume its
+recovery partitions' size after each, and how long the day-old process took to resume its
 states before reading input. The backlog's jukeboxes get `--events / --jukeboxes` events
 each, their event time advancing at the fleet's rate per jukebox (1.2 a minute); with the
 defaults a 5-second epoch touches most of them once, as the fleet's epochs do.
@@ -55,6 +55,7 @@ from dataflows.flow import DeviceLogic
 from dataflows.local_stack import LocalStack, create_topics
 from dataflows.records import RawRecord
 from dataflows.recovery_partitions import create_partitions
+from dataflows.settings import FlowSettings
 from dataflows.status import metric_sum
 from schemas.events import PlayEvent
 from schemas.topics import Topics
@@ -62,6 +63,7 @@ from tests.integration.flow_process import FlowProcess, produce_records, wait_un
 
 console = Console()
 PER_MINUTE = 1.2  # events a minute per jukebox: the fleet's average (20,000/s over 1,000,000)
+ENGINE_PARTITIONS = FlowSettings.model_fields["recovery_partitions_per_process"].default
 # The drains and their epoch length. At 60 s, a drain of the default backlog closes at most
 # one epoch: the row shows a day-old process nearly without the snapshots 5 s epochs write.
 EPOCHS = {"new": 5.0, "day-old": 5.0, "day-old-60s": 60.0}
@@ -86,8 +88,8 @@ def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tu
 
 
 def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, tuple]], partitions: int = 1) -> None:
-    """A recovery directory of `partitions` partitions (`jukebox run` with one worker makes
-    one) whose device step (`jukebox.device_features`, as `dataflows.live` names it) holds
+    """A recovery directory of `partitions` partitions (`jukebox run` makes
+    `JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS` of them) whose device step (`jukebox.device_features`, as `dataflows.live` names it) holds
     `snapshots`."""
     recovery_dir.mkdir(parents=True)
     create_partitions(recovery_dir, partitions)
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--jukeboxes", type=int, default=40_000)
     parser.add_argument("--samples", type=int, default=100, help="day-old states built (then copied)")
+    parser.add_argument("--partitions", type=int, default=ENGINE_PARTITIONS,
+                        help="recovery partitions of the day-old states (default: as `jukebox run` makes them)")
     args = parser.parse_args()
     # The backlog's event time advances as the fleet's does: each jukebox's events come
     # PER_MINUTE a minute, so each event moves its windows as far as it would in the fleet.
@@ -137,7 +141,7 @@ def main() -> None:
     size = sum(len(snapshot[2]) for _id, snapshot in snapshots) / len(snapshots)
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        write_device_states(workdir / "day-old" / "recovery", snapshots)
+        write_device_states(workdir / "day-old" / "recovery", snapshots, args.partitions)
         shutil.copytree(workdir / "day-old", workdir / "day-old-60s")
         del snapshots
         topics = Topics("steady.")
@@ -150,9 +154,10 @@ def main() -> None:
         plays: dict[str, float] = {}
         resumed_s: dict[str, float] = {}
         for label, epoch_s in EPOCHS.items():
+            env = {"JUKEBOX_KAFKA_GROUP_ID": f"steady-{label}",
+                   "JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS": str(args.partitions)}
             flow = FlowProcess(stack.kafka_bootstrap, stack.redis_url, topics, f"steady-{label}",
-                               workdir / label, snapshot_interval_s=epoch_s,
-                               extra_env={"JUKEBOX_KAFKA_GROUP_ID": f"steady-{label}"}).start()
+                               workdir / label, snapshot_interval_s=epoch_s, extra_env=env).start()
             url = f"http://127.0.0.1:{flow.metrics_port}/metrics"
             started = time.monotonic()
             try:
@@ -178,7 +183,7 @@ def main() -> None:
     table = Table(title=f"`jukebox run`, 1 process: {args.events:,} events over "
                         f"{args.jukeboxes:,} jukeboxes (same backlog, same broker and Redis)")
     for column in ("jukebox state at the start", "epochs", "events/s", "CPU (100% = one core)",
-                   "start to drained", "recovery partition after"):
+                   "start to drained", "recovery partitions after"):
         table.add_column(column, justify="left" if column.startswith("jukebox") else "right")
     for label, (result, disk) in results.items():
         what = "none (new jukeboxes)" if label == "new" else f"a day at 1.2 events/min ({size / 1024:,.1f} KiB snapshot)"

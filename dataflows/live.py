@@ -370,6 +370,18 @@ def feature_store(settings: JukeboxSettings, key_prefix: str | None = None) -> R
     return RedisFeatureStore(client, key_prefix or redis.key_prefix, attempts=redis.retry_attempts)
 
 
+def recovery_partition_count(per_process: int, workers: int, processes: int) -> int:
+    """Partitions a new recovery directory gets: `per_process` a process, at least one a
+    worker. Bytewax resumes a partition's snapshots in pages that each re-read the rest of
+    the partition, so small partitions keep a restart linear in the keys held
+    (bench.restart).
+
+    >>> recovery_partition_count(8, 1, 1), recovery_partition_count(8, 2, 3), recovery_partition_count(1, 4, 2)
+    (8, 24, 8)
+    """
+    return processes * max(workers, per_process)
+
+
 def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig | None:
     """Recovery in a private directory (0700), created and initialised on first use."""
     if directory is None:

@@ -16,6 +16,7 @@ from dataflows.live import (
     feature_store,
     live_flow,
     recovery_config,
+    recovery_partition_count,
     source_resume,
 )
 from dataflows.metrics import METRICS, start_metrics_server
@@ -54,7 +55,8 @@ def run_command(
         flow = live_flow(settings, member=member, members=processes,
                          resume=source_resume(settings, recovery_dir, creates_partitions=True))
         check_store_reachable(settings)
-        recovery = recovery_config(recovery_dir, partitions=workers * processes)
+        recovery = recovery_config(recovery_dir, recovery_partition_count(
+            settings.flow.recovery_partitions_per_process, workers, processes))
         if member == 0:  # the process that lists the parts of a cluster of another size
             record_cluster_shape(recovery_dir, processes, workers)
     except (ConfigurationError, StoreError, ValueError) as exc:
