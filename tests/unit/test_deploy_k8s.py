@@ -301,6 +301,35 @@ def test_init_container_creates_exactly_this_pods_partitions_once(tmp_path):
     assert again.returncode == 0 and "present" in again.stdout
 
 
+def test_init_container_finishes_a_complete_copy_and_drops_an_incomplete_one(tmp_path):
+    """A pod stopped while it installed its partitions: a copy marked complete is renamed
+    into place; an unmarked one is dropped and the partitions are made again."""
+    _python_on_path(tmp_path)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    env = {"RECOVERY_INIT_POLICY": "if-empty", "RECOVERY_PARTITIONS": "8", "RECOVERY_PARTITIONS_PER_PROCESS": "2"}
+    assert _run_init(tmp_path, 1, **env).returncode == 0
+    made = sorted(p.name for p in recovery.iterdir())
+    assert made == ["part-2.sqlite3", "part-3.sqlite3"]
+    staging = recovery / ".staging"
+    staging.mkdir()
+    (recovery / "part-3.sqlite3").rename(staging / "part-3.sqlite3")  # stopped between renames
+    (staging / "complete").touch()
+    finished = _run_init(tmp_path, 1, RECOVERY_INIT_POLICY="never", RECOVERY_PARTITIONS="8",
+                         RECOVERY_PARTITIONS_PER_PROCESS="2")
+    assert finished.returncode == 0 and "present" in finished.stdout
+    assert sorted(p.name for p in recovery.iterdir()) == made
+    for part in made:
+        (recovery / part).unlink()
+    staging.mkdir()
+    (staging / "part-2.sqlite3").write_bytes(b"half a copy")  # stopped while copying
+    redone = _run_init(tmp_path, 1, **env)
+    assert redone.returncode == 0 and "created part-2 to part-3" in redone.stdout
+    assert sorted(p.name for p in recovery.iterdir()) == made
+    with sqlite3.connect(recovery / "part-2.sqlite3") as db:
+        assert db.execute("select part_index, part_count from parts").fetchall() == [(2, 8)]
+
+
 def test_init_container_without_a_count_per_process_creates_one_partition(tmp_path):
     """Manifests from before several partitions a process set no RECOVERY_PARTITIONS_PER_PROCESS."""
     _python_on_path(tmp_path)
