@@ -51,13 +51,15 @@ console = Console()
 
 class _ProbeUntilAnswered(StatelessSourcePartition):
     """Sends one jukebox's release probe every 20 ms until the device step has answered
-    one, then ends: open until then, so the run's end is not part of the timing."""
+    one (or 10 minutes have passed), then ends: open until then, so the run's end is not
+    part of the timing."""
 
     def __init__(self, answered: list) -> None:
         self.answered = answered
+        self.deadline = time.monotonic() + 600
 
     def next_batch(self) -> list:
-        if self.answered:
+        if self.answered or time.monotonic() > self.deadline:
             raise StopIteration
         return [("jb-0", DeviceProbe("jb-0"))]
 
@@ -109,6 +111,8 @@ def resume_seconds(recovery_dir: Path) -> tuple[float, int]:
     op.output("out", op.stateful_batch("device_features", probes, build), _AnswerSink(on_answer))
     started = time.perf_counter()
     cli_main(flow, epoch_interval=timedelta(seconds=5), recovery_config=RecoveryConfig(str(recovery_dir)))
+    if not answered:
+        raise SystemExit("the device step answered no input within 10 minutes")
     at, keys = answered[0]
     return at - started, keys
 

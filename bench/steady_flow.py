@@ -89,8 +89,8 @@ def day_old_snapshots(jukeboxes: int, samples: int, ending: datetime) -> list[tu
 
 def write_device_states(recovery_dir: Path, snapshots: list[tuple[str, tuple]], partitions: int = 1) -> None:
     """A recovery directory of `partitions` partitions (`jukebox run` makes
-    `JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS` of them) whose device step (`jukebox.device_features`, as `dataflows.live` names it) holds
-    `snapshots`."""
+    `JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS` of them) whose device step
+    (`jukebox.device_features`, as `dataflows.live` names it) holds `snapshots`."""
     recovery_dir.mkdir(parents=True)
     create_partitions(recovery_dir, partitions)
     flow = Dataflow("jukebox")
