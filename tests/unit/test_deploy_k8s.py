@@ -228,7 +228,7 @@ def test_cluster_wiring_is_consistent():
     assert int(env["CLUSTER_PORT"]) == cluster_port
     # every process of the first deploy gets its share of the partitions
     assert int(CONFIG["RECOVERY_PARTITIONS"]) == (
-        STATEFULSET["spec"]["replicas"] * int(CONFIG["RECOVERY_PARTITIONS_PER_PROCESS"]))
+        STATEFULSET["spec"]["replicas"] * int(CONFIG["JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS"]))
     assert CONFIG["RECOVERY_INIT_POLICY"] == "never"  # the safe default; see docs/operations.md
     assert STATEFULSET["spec"]["podManagementPolicy"] == "Parallel"
     assert STATEFULSET["spec"]["updateStrategy"]["type"] == "OnDelete"
@@ -289,7 +289,7 @@ def test_init_container_creates_exactly_this_pods_partitions_once(tmp_path):
     _python_on_path(tmp_path)
     (tmp_path / "recovery").mkdir()
     done = _run_init(tmp_path, 2, RECOVERY_INIT_POLICY="if-empty", RECOVERY_PARTITIONS="8",
-                     RECOVERY_PARTITIONS_PER_PROCESS="2")
+                     JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "recovery").iterdir()) == ["part-4.sqlite3", "part-5.sqlite3"]
     for index in (4, 5):
@@ -297,7 +297,7 @@ def test_init_container_creates_exactly_this_pods_partitions_once(tmp_path):
             assert db.execute("select part_index, part_count from parts").fetchall() == [(index, 8)]
             assert db.execute("PRAGMA page_size").fetchone() == (16_384,)
     again = _run_init(tmp_path, 2, RECOVERY_INIT_POLICY="if-empty", RECOVERY_PARTITIONS="8",
-                      RECOVERY_PARTITIONS_PER_PROCESS="2")
+                      JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert again.returncode == 0 and "present" in again.stdout
 
 
@@ -307,7 +307,7 @@ def test_init_container_finishes_a_complete_copy_and_drops_an_incomplete_one(tmp
     _python_on_path(tmp_path)
     recovery = tmp_path / "recovery"
     recovery.mkdir()
-    env = {"RECOVERY_INIT_POLICY": "if-empty", "RECOVERY_PARTITIONS": "8", "RECOVERY_PARTITIONS_PER_PROCESS": "2"}
+    env = {"RECOVERY_INIT_POLICY": "if-empty", "RECOVERY_PARTITIONS": "8", "JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS": "2"}
     assert _run_init(tmp_path, 1, **env).returncode == 0
     made = sorted(p.name for p in recovery.iterdir())
     assert made == ["part-2.sqlite3", "part-3.sqlite3"]
@@ -316,7 +316,7 @@ def test_init_container_finishes_a_complete_copy_and_drops_an_incomplete_one(tmp
     (recovery / "part-3.sqlite3").rename(staging / "part-3.sqlite3")  # stopped between renames
     (staging / "complete").touch()
     finished = _run_init(tmp_path, 1, RECOVERY_INIT_POLICY="never", RECOVERY_PARTITIONS="8",
-                         RECOVERY_PARTITIONS_PER_PROCESS="2")
+                         JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert finished.returncode == 0 and "present" in finished.stdout
     assert sorted(p.name for p in recovery.iterdir()) == made
     for part in made:
@@ -331,11 +331,12 @@ def test_init_container_finishes_a_complete_copy_and_drops_an_incomplete_one(tmp
 
 
 def test_init_container_without_a_count_per_process_creates_one_partition(tmp_path):
-    """Manifests from before several partitions a process set no RECOVERY_PARTITIONS_PER_PROCESS."""
+    """Manifests from before several partitions a process do not set
+    JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS."""
     _python_on_path(tmp_path)
     (tmp_path / "recovery").mkdir()
     env = {"RECOVERY_INIT_POLICY": "if-empty", "RECOVERY_PARTITIONS": "4"}
-    script = f"unset RECOVERY_PARTITIONS_PER_PROCESS; {_script(INIT)}"
+    script = f"unset JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS; {_script(INIT)}"
     done = subprocess.run(["/bin/sh", "-c", script], env=_pod_env(tmp_path, 3, **env),
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -346,12 +347,12 @@ def test_init_container_refuses_an_empty_volume_unless_told(tmp_path):
     _python_on_path(tmp_path)
     (tmp_path / "recovery").mkdir()
     refused = _run_init(tmp_path, 1, RECOVERY_INIT_POLICY="never", RECOVERY_PARTITIONS="8",
-                        RECOVERY_PARTITIONS_PER_PROCESS="2")
+                        JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert refused.returncode == 1 and "restore this volume" in refused.stderr
     assert not list((tmp_path / "recovery").iterdir())
     # A process added by scaling up holds no partition: an empty volume is normal there.
     extra = _run_init(tmp_path, 4, RECOVERY_INIT_POLICY="never", RECOVERY_PARTITIONS="8",
-                      RECOVERY_PARTITIONS_PER_PROCESS="2")
+                      JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert extra.returncode == 0 and "holds no partition" in extra.stdout
 
 
