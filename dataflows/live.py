@@ -32,6 +32,7 @@ from dataflows.recovery_partitions import (
     create_partitions,
     holds_partitions,
     holds_snapshots,
+    needs_partitions,
     recorded_processes,
 )
 from dataflows.recs_live import load_catalog, recs_config
@@ -393,7 +394,7 @@ def recovery_config(directory: Path | None, partitions: int) -> RecoveryConfig |
     else:
         directory.mkdir(parents=True, mode=0o700)
         os.chmod(directory, 0o700)
-    if not any(directory.glob("part-*.sqlite3")):
+    if needs_partitions(directory):
         create_partitions(directory, partitions)
     return RecoveryConfig(directory)
 

@@ -7,6 +7,9 @@ to write such a snapshot where the default took 98-99 µs, and ~17 µs either wa
 1 KiB one (`python -m bench.recovery`, 2026-12-03). A page size is fixed when the file is
 first written and cannot change once Bytewax has put it in WAL mode, so the files are
 made here, empty with the page size set, and `init_db_dir` then adds Bytewax's tables.
+They are made in a staging directory inside the recovery directory and moved in only once
+all are initialised: a process killed midway used to leave partitions without Bytewax's
+tables, which every later start then took as made and failed on.
 
     python -m dataflows.recovery_partitions <directory> <count>
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -29,6 +33,8 @@ from bytewax.recovery import init_db_dir
 
 PAGE_SIZE = 16_384
 SHAPE_FILE = "cluster-shape.json"
+STAGING = ".partitions-staging"  # where new partitions are made (create_partitions)
+COMPLETE = "complete"  # in STAGING: every partition there is initialised
 
 
 def recorded_processes(directory: Path | None) -> int | None:
@@ -78,22 +84,72 @@ def record_cluster_shape(directory: Path | None, processes: int, workers_per_pro
     temporary.replace(path)
 
 
+def needs_partitions(directory: Path) -> bool:
+    """Whether `create_partitions` has work to do in `directory`: it holds no partition,
+    or a creation was cut short (its staging directory is still there)."""
+    return not holds_partitions(directory) or (directory / STAGING).exists()
+
+
 def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE) -> None:
     """`part-0.sqlite3` ... `part-<count - 1>.sqlite3` in `directory` (which must exist and
-    hold none of them), initialised by Bytewax."""
+    hold none of them), initialised by Bytewax, or the rest of a creation cut short.
+
+    They are made in `STAGING`, marked complete, then moved in. A creation cut short
+    before its mark is made again; one cut short after it is finished (its set, whatever
+    `count` says now), so `directory` never holds partitions without Bytewax's tables.
+
+    >>> import tempfile
+    >>> directory = Path(tempfile.mkdtemp())
+    >>> (directory / STAGING).mkdir(); (directory / STAGING / "part-0.sqlite3").touch()
+    >>> needs_partitions(directory)  # a creation killed before it was complete
+    True
+    >>> create_partitions(directory, 2)
+    >>> sorted(p.name for p in directory.iterdir()), needs_partitions(directory)
+    (['part-0.sqlite3', 'part-1.sqlite3'], False)
+    """
     if count < 1:
         raise ValueError(f"a recovery directory needs at least one partition, not {count}")
+    staging = directory / STAGING
+    if (staging / COMPLETE).exists():
+        _move_in(staging, directory)
+        return
+    if staging.exists():
+        shutil.rmtree(staging)
     existing = sorted(p.name for p in directory.glob("part-*.sqlite3"))
     if existing:
         raise FileExistsError(f"{directory} already holds {existing}")
+    staging.mkdir(mode=0o700)
     for index in range(count):
-        db = sqlite3.connect(directory / f"part-{index}.sqlite3")
+        db = sqlite3.connect(staging / f"part-{index}.sqlite3")
         try:
             db.execute(f"PRAGMA page_size = {int(page_size)}")
             db.execute("VACUUM")  # writes the header: an untouched file would forget the size
         finally:
             db.close()
-    init_db_dir(directory, count)
+    init_db_dir(staging, count)
+    _durable(staging)
+    (staging / COMPLETE).touch()
+    _durable(staging)
+    _move_in(staging, directory)
+
+
+def _move_in(staging: Path, directory: Path) -> None:
+    """Move the staged partitions (and any SQLite side files) into `directory`, then drop
+    the staging directory: the mark goes last, so a move cut short is finished later."""
+    for path in sorted(staging.glob("part-*")):
+        os.replace(path, directory / path.name)
+    _durable(directory)
+    (staging / COMPLETE).unlink()
+    staging.rmdir()
+
+
+def _durable(directory: Path) -> None:
+    """fsync a directory, so the files made or moved in it survive a power cut."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def main(argv: list[str]) -> int:

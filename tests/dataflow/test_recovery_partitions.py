@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -16,9 +17,14 @@ from dataflows.recovery_partitions import PAGE_SIZE, create_partitions, main
 
 
 def _pages_and_parts(path) -> tuple[int, list]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return db.execute("PRAGMA page_size").fetchone()[0], db.execute(
             "select part_index, part_count from parts").fetchall()
+
+
+def _files(directory) -> list[str]:
+    """Everything in `directory`, SQLite's side files of open connections left out."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(("-wal", "-shm")))
 
 
 def test_partitions_are_made_with_large_pages_and_refused_twice(tmp_path):
@@ -51,3 +57,31 @@ def test_the_engine_creates_them_and_bytewax_resumes_its_state_from_them(tmp_pat
     assert run("second", [1]) == [("k", 13)]  # resumed from the snapshot, not from zero
     assert isinstance(config, RecoveryConfig)
     assert _pages_and_parts(tmp_path / "recovery" / "part-0.sqlite3")[0] == PAGE_SIZE
+
+
+def test_a_creation_cut_short_is_made_again_or_finished_never_left_without_tables(tmp_path):
+    from dataflows.recovery_partitions import COMPLETE, STAGING, needs_partitions
+
+    directory = tmp_path / "recovery"
+    # killed before every partition was initialised: the staged files are dropped, made again
+    (directory / STAGING).mkdir(parents=True)
+    (directory / STAGING / "part-0.sqlite3").write_bytes(b"")
+    assert needs_partitions(directory)
+    recovery_config(directory, partitions=3)
+    assert _files(directory) == [f"part-{i}.sqlite3" for i in range(3)]
+    assert [_pages_and_parts(directory / f"part-{i}.sqlite3")[1] for i in range(3)] == [[(i, 3)] for i in range(3)]
+
+    # killed while moving a complete set in: the rest is moved, whatever the count asked now
+    other = tmp_path / "other"
+    other.mkdir()
+    create_partitions(other, 2)
+    (directory / STAGING).mkdir()
+    for path in sorted(directory.glob("part-*")):
+        path.replace(directory / STAGING / path.name)
+    (directory / STAGING / COMPLETE).touch()
+    (directory / STAGING / "part-0.sqlite3").replace(directory / "part-0.sqlite3")  # one moved already
+    assert needs_partitions(directory)
+    recovery_config(directory, partitions=8)
+    assert not needs_partitions(directory)
+    assert _files(directory) == [f"part-{i}.sqlite3" for i in range(3)]
+    assert [_pages_and_parts(directory / f"part-{i}.sqlite3")[1] for i in range(3)] == [[(i, 3)] for i in range(3)]
