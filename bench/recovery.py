@@ -13,7 +13,7 @@ jukebox at most once: about one device snapshot per event.
 2. per snapshot: a flow with one stateful step whose snapshots are those bytes, `--keys`
    keys each touched once per epoch for `--epochs` epochs, run without recovery, with
    recovery dropping superseded snapshots at once (backup interval 0; in the engine's
-   16 KiB-page partitions, dataflows/recovery_partitions.py, and in Bytewax's default
+   64 KiB-page partitions, dataflows/recovery_partitions.py, and in Bytewax's default
    4 KiB ones), and with recovery keeping them (a backup interval longer than the run);
    the worker time per snapshot over the run without recovery, and the partition's bytes
    on disk;

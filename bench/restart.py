@@ -12,7 +12,7 @@ smaller partitions keep it small (`jukebox run` makes
 
 For each count, a recovery directory is written holding that many day-old device
 snapshots (the engine's snapshot form, built from a day at the fleet's 1.2 events a
-minute), in 1 and in `--partitions` partitions (16 KiB pages, as `jukebox run` makes
+minute), in 1 and in `--partitions` partitions (64 KiB pages, as `jukebox run` makes
 them); then a flow with the live flow's name and device step resumes it with the
 engine's `DeviceLogic`, and is timed until its device step has answered its first input.
 The source stays open until then, as a live one does: a Bytewax run whose input ends

@@ -1,4 +1,4 @@
-"""Recovery partitions with 16 KiB pages: Bytewax writes into them and resumes from them."""
+"""Recovery partitions with the engine's large pages: Bytewax writes into them and resumes from them."""
 
 from __future__ import annotations
 

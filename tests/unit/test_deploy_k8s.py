@@ -7,7 +7,7 @@ their types, and `additionalProperties: false` wherever a misspelt key would be
 silently ignored by the API server (containers, securityContext, probes, ...).
 
 The pod's shell scripts are executed for real: the init container's with the real
-`python -m dataflows.recovery_partitions` (Bytewax's partitions, 16 KiB pages), the engine's with a stand-in `python` whose arguments
+`python -m dataflows.recovery_partitions` (Bytewax's partitions, the engine's page size), the engine's with a stand-in `python` whose arguments
 are then parsed by Bytewax 0.21.1's own `bytewax.run` argument parser.
 """
 
@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
+from dataflows.recovery_partitions import PAGE_SIZE
 from models.recs_catalog import write_catalog_jsonl
 from simulator.catalog import SongCatalog
 
@@ -295,7 +296,7 @@ def test_init_container_creates_exactly_this_pods_partitions_once(tmp_path):
     for index in (4, 5):
         with sqlite3.connect(tmp_path / "recovery" / f"part-{index}.sqlite3") as db:
             assert db.execute("select part_index, part_count from parts").fetchall() == [(index, 8)]
-            assert db.execute("PRAGMA page_size").fetchone() == (16_384,)
+            assert db.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
     again = _run_init(tmp_path, 2, RECOVERY_INIT_POLICY="if-empty", RECOVERY_PARTITIONS="8",
                       JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert again.returncode == 0 and "present" in again.stdout
