@@ -6,7 +6,7 @@ chain of overflow pages. Created with 16 KiB pages instead, a partition took 63-
 to write such a snapshot where the default took 98-99 µs, and ~17 µs either way for a
 1 KiB one (`python -m bench.recovery`, 2026-12-03). 64 KiB pages (2026-12-04, alternating
 runs) write it in 58-81 µs against 74-111 with 16 KiB when superseded snapshots are kept
-for a backup interval (600 s, as the Kubernetes manifests run), and the same 73-86 µs when
+for a backup interval (600 s, as the Kubernetes manifests run), and the same (73-85 µs) when
 they are dropped at once (`jukebox run`'s default); a 1 KiB snapshot and a restart's load
 cost the same, and the disk held grows by ~3 %. Pages of 32 KiB were slower than both.
 A page size is fixed when the file is

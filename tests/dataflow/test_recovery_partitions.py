@@ -13,7 +13,14 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows.live import recovery_config
-from dataflows.recovery_partitions import PAGE_SIZE, create_partitions, main
+from dataflows.recovery_partitions import (
+    COMPLETE,
+    PAGE_SIZE,
+    STAGING,
+    create_partitions,
+    main,
+    needs_partitions,
+)
 
 
 def _pages_and_parts(path) -> tuple[int, list]:
@@ -60,8 +67,6 @@ def test_the_engine_creates_them_and_bytewax_resumes_its_state_from_them(tmp_pat
 
 
 def test_a_creation_cut_short_is_made_again_or_finished_never_left_without_tables(tmp_path):
-    from dataflows.recovery_partitions import COMPLETE, STAGING, needs_partitions
-
     directory = tmp_path / "recovery"
     # killed before every partition was initialised: the staged files are dropped, made again
     (directory / STAGING).mkdir(parents=True)
@@ -72,9 +77,6 @@ def test_a_creation_cut_short_is_made_again_or_finished_never_left_without_table
     assert [_pages_and_parts(directory / f"part-{i}.sqlite3")[1] for i in range(3)] == [[(i, 3)] for i in range(3)]
 
     # killed while moving a complete set in: the rest is moved, whatever the count asked now
-    other = tmp_path / "other"
-    other.mkdir()
-    create_partitions(other, 2)
     (directory / STAGING).mkdir()
     for path in sorted(directory.glob("part-*")):
         path.replace(directory / STAGING / path.name)
