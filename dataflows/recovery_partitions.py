@@ -95,9 +95,23 @@ def needs_partitions(directory: Path) -> bool:
     return not holds_partitions(directory) or (directory / STAGING).exists()
 
 
-def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE) -> None:
+def finish_partitions(directory: Path) -> bool:
+    """Finish a creation cut short after its mark (True), or drop one cut short before it."""
+    staging = directory / STAGING
+    if (staging / COMPLETE).exists():
+        _move_in(staging, directory)
+        return True
+    if staging.exists():
+        shutil.rmtree(staging)
+    return False
+
+
+def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE,
+                      kept: range | None = None) -> None:
     """`part-0.sqlite3` ... `part-<count - 1>.sqlite3` in `directory` (which must exist and
     hold none of them), initialised by Bytewax, or the rest of a creation cut short.
+    `kept`: the indices `directory` keeps (a Kubernetes pod's share of the cluster's
+    partitions; all by default); all `count` are made, so each knows the whole count.
 
     They are made in `STAGING`, marked complete, then moved in. A creation cut short
     before its mark is made again; one cut short after it is finished (its set, whatever
@@ -114,12 +128,9 @@ def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE) -
     """
     if count < 1:
         raise ValueError(f"a recovery directory needs at least one partition, not {count}")
-    staging = directory / STAGING
-    if (staging / COMPLETE).exists():
-        _move_in(staging, directory)
+    if finish_partitions(directory):
         return
-    if staging.exists():
-        shutil.rmtree(staging)
+    staging = directory / STAGING
     existing = sorted(p.name for p in directory.glob("part-*.sqlite3"))
     if existing:
         raise FileExistsError(f"{directory} already holds {existing}")
@@ -132,6 +143,9 @@ def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE) -
         finally:
             db.close()
     init_db_dir(staging, count)
+    for index in range(count) if kept is not None else ():
+        if index not in kept:
+            (staging / f"part-{index}.sqlite3").unlink()
     _durable(staging)
     (staging / COMPLETE).touch()
     _durable(staging)
@@ -157,11 +171,21 @@ def _durable(directory: Path) -> None:
         os.close(handle)
 
 
+USAGE = """usage: python -m dataflows.recovery_partitions <directory> <count> [<first> <last>]
+       python -m dataflows.recovery_partitions --finish <directory>"""
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m dataflows.recovery_partitions <directory> <count>", file=sys.stderr)
+    """Make `count` partitions in `directory`, keeping those from `first` to `last` (a pod's
+    share); or, with `--finish`, finish or drop a creation cut short (the init container)."""
+    if len(argv) == 2 and argv[0] == "--finish":
+        finish_partitions(Path(argv[1]))
+        return 0
+    if len(argv) not in (2, 4) or not all(arg.isdigit() for arg in argv[1:]):
+        print(USAGE, file=sys.stderr)
         return 2
-    create_partitions(Path(argv[0]), int(argv[1]))
+    count, *share = map(int, argv[1:])
+    create_partitions(Path(argv[0]), count, kept=range(share[0], share[1] + 1) if share else None)
     return 0
 
 

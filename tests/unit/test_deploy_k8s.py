@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dataflows.recovery_partitions import PAGE_SIZE
+from dataflows.recovery_partitions import COMPLETE, PAGE_SIZE, STAGING
 from models.recs_catalog import write_catalog_jsonl
 from simulator.catalog import SongCatalog
 
@@ -312,10 +312,10 @@ def test_init_container_finishes_a_complete_copy_and_drops_an_incomplete_one(tmp
     assert _run_init(tmp_path, 1, **env).returncode == 0
     made = sorted(p.name for p in recovery.iterdir())
     assert made == ["part-2.sqlite3", "part-3.sqlite3"]
-    staging = recovery / ".staging"
+    staging = recovery / STAGING
     staging.mkdir()
     (recovery / "part-3.sqlite3").rename(staging / "part-3.sqlite3")  # stopped between renames
-    (staging / "complete").touch()
+    (staging / COMPLETE).touch()
     finished = _run_init(tmp_path, 1, RECOVERY_INIT_POLICY="never", RECOVERY_PARTITIONS="8",
                          JUKEBOX_FLOW_RECOVERY_PARTITIONS_PER_PROCESS="2")
     assert finished.returncode == 0 and "present" in finished.stdout
