@@ -301,6 +301,11 @@ def main() -> None:
                       f"{statistics.median(latencies):,.0f} / {q[98]:,.0f} ms")
     table.add_row("Redis memory per key (device+customer)", f"{used_memory / max(keys, 1):,.0f} B")
     console.print(table)
+    if args.events >= 2 * args.jukeboxes:
+        console.print(f"The drains are backlogs of {args.events / args.jukeboxes:,.0f} events a jukebox: a batch's "
+                      "rows of one jukebox coalesce into one Redis write, and an epoch's snapshot of it covers "
+                      "several of its events. A live fleet brings a jukebox's events ~50 s apart: for a "
+                      "process's live capacity, see tests/faults/test_sustained_load.py.")
 
 
 if __name__ == "__main__":
