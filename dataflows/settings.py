@@ -91,9 +91,10 @@ class FeatureSettings(_Part):
 class FlowSettings(_Part):
     workers: int = 1
     batch_size: int = Field(
-        default=5000, ge=1, description="Most records one Kafka fetch hands the flow. Only a backlog "
-        "fills a batch (live load brings what arrived in a 10 ms pause); a bigger one coalesces more "
-        "of a jukebox's rows into one Redis write, and must still fit the epoch when state is day-old"
+        default=5000, ge=1, le=1_000_000, description="Most records one Kafka fetch hands the flow "
+        "(librdkafka's limit: 1,000,000). Only a backlog fills a batch (live load brings what arrived "
+        "in a 10 ms pause); a bigger one coalesces more of a jukebox's rows into one Redis write, and "
+        "must still fit the epoch when state is day-old"
     )
     recovery_dir: Path | None = None
     recovery_partitions_per_process: int = Field(
