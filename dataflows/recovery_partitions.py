@@ -143,8 +143,8 @@ def create_partitions(directory: Path, count: int, page_size: int = PAGE_SIZE,
         finally:
             db.close()
     init_db_dir(staging, count)
-    for index in range(count) if kept is not None else ():
-        if index not in kept:
+    if kept is not None:
+        for index in set(range(count)) - set(kept):
             (staging / f"part-{index}.sqlite3").unlink()
     _durable(staging)
     (staging / COMPLETE).touch()
