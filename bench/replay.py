@@ -5,13 +5,19 @@ and replayed from the file, in-process, through the live flow factory, like `juk
 replay` (in-memory store, outputs collected). Each configuration runs once:
 
 1. history only: read, parse and merge the file (the ceiling of the input path);
-2. features only, 1 worker;
-3. features + fraud rules + River anomaly detector (no model), 1 worker;
-4. as 3 + an ONNX fraud model (a 100-tree forest), 1 worker;
-5. as 3 with 2 worker threads (`--workers`).
+2. history + decoding and admission (`route_record`), no flow;
+3. the flow with no feature work: as 4 with each jukebox's update a no-op, so the engine,
+   the history and decoding are all it does (the floor under every configuration);
+4. features only, 1 worker;
+5. features + fraud rules + River anomaly detector (no model), 1 worker;
+6. as 5 + an ONNX fraud model (a 100-tree forest), 1 worker;
+7. as 5 with 2 worker threads (`--workers`).
 
-Then configuration 3 runs once more under cProfile and the time is attributed to the
-flow's parts. Target: 100,000 events/s (5x the fleet's 20,000 events/s peak).
+Then configuration 5 runs once more under cProfile and the time is attributed to the
+flow's parts. Target: 100,000 events/s (5x the fleet's 20,000 events/s peak). A replay
+runs in one process (a 2-process cluster gained 1.15x and was not byte-identical,
+docs/operations.md), so the floor says how much of the target the engine leaves for the
+features, the fraud steps and the recommender.
 
     python -m bench.replay [--jukeboxes 5000] [--hours 2] [--workers 2] [--no-profile]
 """
@@ -25,7 +31,8 @@ import pstats
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,9 +40,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import dataflows.flow
 from dataflows.flow import FlowConfig
 from dataflows.garbage_collector import tune_garbage_collector
 from dataflows.record import file_history, merged_history
+from dataflows.records import contracts_by_topic, route_record
 from dataflows.replay import replay_fraud_config
 from dataflows.replay_run import ReplayRun, run_replay
 from dataflows.simulate import record_line
@@ -43,6 +52,7 @@ from models.decision import DecisionPolicy
 from models.fraud_features import FRAUD_MODEL_FEATURES
 from models.fraud_scorer import FraudScorer, loaded_model_from_bytes
 from models.rules import RulePolicy
+from online_store.device import DeviceState
 from schemas.topics import Topics
 from simulator.simulation import Simulation
 
@@ -92,6 +102,32 @@ def forest_scorer() -> FraudScorer:
 def replay_once(path: Path, config: FlowConfig, workers: int = 1) -> ReplayRun:
     return run_replay(lambda: merged_history([file_history(path, config.topics)]), config,
                       workers=workers, written_at=CLOCK)
+
+
+def routed_per_s(path: Path, config: FlowConfig) -> float:
+    """Events/s of reading the history and routing each record (decode with limits, then
+    admission), as the flow's first step does, without the flow."""
+    contracts = contracts_by_topic(config.topics)
+    started = time.perf_counter()
+    count = 0
+    for raw in merged_history([file_history(path, config.topics)]):
+        route_record(raw, contracts, config.topics, config.limits, config.admission)
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+@contextmanager
+def without_feature_work() -> Iterator[None]:
+    """The flow as `build_flow` makes it, with every jukebox's update a no-op: each event
+    is still read, decoded, admitted, keyed and handed to its jukebox's step, which then
+    changes nothing and emits nothing. Bench-only: nothing else swaps the update."""
+    idle = DeviceState("floor")
+    real = dataflows.flow.applied_device_input
+    dataflows.flow.applied_device_input = lambda _state, _item: (idle, False, [])
+    try:
+        yield
+    finally:
+        dataflows.flow.applied_device_input = real
 
 
 def _part_of(filename: str, name: str) -> str | None:
@@ -149,6 +185,12 @@ def main() -> None:
         started = time.perf_counter()
         read = sum(1 for _ in merged_history([file_history(path, topics)]))
         rows.append(("history only (read, parse, merge)", read / (time.perf_counter() - started), ""))
+        rows.append(("history + decode + admission, no flow", routed_per_s(path, FlowConfig(topics=topics)), ""))
+        with without_feature_work():
+            floor = replay_once(path, FlowConfig(topics=topics))
+        rows.append(("the flow with no feature work (its floor)", floor.events_per_s,
+                     f"{1e6 / floor.events_per_s:.1f} µs an event"))
+        console.print(f"  the flow's floor: {floor.events_per_s:,.0f} events/s")
         for label, config, workers in (
             ("features only, 1 worker", FlowConfig(topics=topics), 1),
             ("features + rules + anomaly, 1 worker", FlowConfig(topics=topics, fraud=rules_only), 1),
@@ -169,6 +211,10 @@ def main() -> None:
     for label, rate, notes in rows:
         table.add_row(label, f"{rate:,.0f}", f"{rate / TARGET:.0%}", notes)
     console.print(table)
+    budget = 1e6 * (os.cpu_count() or 1) / TARGET
+    console.print(f"{TARGET:,} events/s on {os.cpu_count()} CPUs leaves {budget:.0f} µs of CPU an event for "
+                  f"everything, if every CPU replayed; one process's floor is {1e6 / floor.events_per_s:.1f} µs "
+                  f"before any feature is computed.")
     if profile:
         parts = Table(title="where the time goes (features + rules + anomaly, 1 worker; cProfile own time)")
         parts.add_column("part")
