@@ -39,9 +39,10 @@ def _records(topics, seed: int, jukeboxes: int = 1200, minutes: int = 60):
 
 
 def _restart_and_verify(engines, bootstrap, redis_url, topics, key_prefix, store, expected,
-                        crashed, point: str, **numbers) -> None:
+                        crashed, point: str, behind_at_kill: bool = True, **numbers) -> None:
     before = verdict(expected, store, **engine_outputs(bootstrap, topics))
-    assert not before.clean, f"the crash came too late to prove anything: {before.summary()} {numbers}"
+    if behind_at_kill:
+        assert not before.clean, f"the crash came too late to prove anything: {before.summary()} {numbers}"
     restarted = engines(bootstrap, redis_url, topics, key_prefix, workdir=crashed.workdir,
                         snapshot_interval_s=1.0)
     resumed = wait_until(lambda: restarted.metric_total("jukebox_events_in_total") > 0,
@@ -116,9 +117,13 @@ def test_sigkill_after_redis_writes_before_their_snapshot(engines, kafka_bootstr
     wait_until(second_half_written, 30, "writes of the second half", check=engine.assert_running)
     engine.kill()
     assert committed_epoch(engine.recovery_dir) == epoch, "a snapshot followed the writes"
+    # What this point proves is Redis ahead of the last snapshot: the restart replays
+    # the second half over keys that already hold it, and must not count it twice. The
+    # engine may have finished the whole half before the kill (it drains ~6,800 records
+    # in well under a second), so Redis and the topics may already be clean here.
     _restart_and_verify(engines, kafka_bootstrap, redis_url, topics, redis_key_prefix, store,
                         expectation(acked, topics), engine, "after_redis_write_before_snapshot",
-                        records=len(acked), committed_epoch=epoch)
+                        behind_at_kill=False, records=len(acked), committed_epoch=epoch)
 
 
 def test_sigkill_while_outputs_await_the_brokers_acknowledgement(
