@@ -2,9 +2,9 @@
 
 River's `HalfSpaceTrees` walks ten node objects deep per tree in Python, for every score
 and every learn: ~100 µs per closed device window, a fifth of a replay's time
-(bench.replay's profile, 2026-12-04). The trees here are River's own (built by
-`river.tree.padded.make_padded_tree` from the same seeded `random.Random`, as
-`HalfSpaceTrees.learn_one` builds them), laid out heap-style: node `i`'s children are
+(bench.replay's profile, 2026-12-04). The trees here are River's own (the splits
+`river.tree.padded.make_padded_tree` draws from the same seeded `random.Random` when
+`HalfSpaceTrees.learn_one` builds them, drawn here without importing River), laid out heap-style: node `i`'s children are
 `2i + 1` and `2i + 2`. A batch's root-to-leaf paths are found with one array operation
 per level, and a window's learning adds a count to each node of its paths.
 
@@ -43,15 +43,14 @@ class HalfSpaceForest:
                  window_size: int = 250, seed: int | None = None) -> None:
         self.features = tuple(features)
         self.n_trees, self.height, self.window_size = n_trees, height, window_size
-        # Imported here: `river.tree` imports most of River and SciPy (~1.4 s), which a
-        # process resuming its detector from a snapshot, and every CLI command, skip.
-        from river.tree.padded import make_padded_tree
-
-        rng = random.Random(seed)
-        limits = {name: (0.0, 1.0) for name in sorted(self.features)}
-        roots = [make_padded_tree(limits=dict(limits), height=height, padding=_PADDING, rng=rng,
-                                  r_mass=0, l_mass=0) for _ in range(n_trees)]
-        self._set_trees(roots)
+        rng, column = random.Random(seed), {name: i for i, name in enumerate(self.features)}
+        inner = 2 ** height - 1
+        split, threshold = [0] * (n_trees * inner), [0.0] * (n_trees * inner)
+        for t in range(n_trees):
+            limits = {name: (0.0, 1.0) for name in sorted(self.features)}
+            _grow_splits(limits, height, t * inner, 0, column, rng, split, threshold)
+        nodes = n_trees * (2 * inner + 1)
+        self._set_arrays(split, threshold, [0] * nodes, [0] * nodes)
         self.counter = 0  # rows learnt in the current window
         self.first_window = True  # until the first pivot, every score is None (River's 0)
         self.learnt = 0  # rows learnt, ever
@@ -82,6 +81,10 @@ class HalfSpaceForest:
                 if isinstance(node, PaddedBranch):
                     split[t * inner + i], threshold[t * inner + i] = column[node.feature], node.threshold
                     stack += ((node.children[0], 2 * i + 1), (node.children[1], 2 * i + 2))
+        self._set_arrays(split, threshold, l_mass, r_mass)
+
+    def _set_arrays(self, split: list[int], threshold: list[float], l_mass: list[int],
+                    r_mass: list[int]) -> None:
         # Tree t's node i is at t * nodes + i of the masses, and its split at t * inner + i.
         self._split_array, self._threshold_array = np.array(split, dtype=np.intp), np.array(threshold)
         self.l_mass, self.r_mass = np.array(l_mass, dtype=np.int32), np.array(r_mass, dtype=np.int32)
@@ -212,3 +215,24 @@ class HalfSpaceForest:
             out += scores[:end]
             start += end
         return out
+
+
+def _grow_splits(limits: dict[str, tuple[float, float]], height: int, base: int, i: int,
+                 column: dict[str, int], rng: random.Random, split: list[int],
+                 threshold: list[float]) -> None:
+    """Node `i`'s split and those below it, as `river.tree.padded.make_padded_tree` draws
+    them: the same `rng` calls in the same order (node, then left, then right), so a seed
+    gives River's trees. Importing River's trees would import most of River, SciPy and
+    pandas (~1.2 s and ~175 MB of a process, 2026-12-05) for these few lines."""
+    if height == 0:
+        return
+    names = list(limits)
+    on = rng.choices(population=names, weights=[limits[n][1] - limits[n][0] for n in names])[0]
+    a, b = limits[on]
+    at = rng.uniform(a + _PADDING * (b - a), b - _PADDING * (b - a))
+    split[base + i], threshold[base + i] = column[on], at
+    limits[on] = (a, at)
+    _grow_splits(limits, height - 1, base, 2 * i + 1, column, rng, split, threshold)
+    limits[on] = (at, b)
+    _grow_splits(limits, height - 1, base, 2 * i + 2, column, rng, split, threshold)
+    limits[on] = (a, b)
