@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from dataflows.backtest_report import _text, report_diff
+from dataflows.backtest_report import _text, recommendation_updates, report_diff
 
 PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#ff8ab7", "#a463f2", "#97bbf5",
            "#9c6b4e", "#9498a0")
@@ -114,7 +114,7 @@ def _sections(report: dict) -> str:
         "<h2>Outputs</h2>",
         _table([("alerts", outputs["alerts"]), ("jukeboxes alerted", alerts["jukeboxes"]),
                 ("dead letters", outputs["dead_letters"]["total"]), ("late events", outputs["late_events"]["total"]),
-                ("recommendation updates", outputs["recommendations"]),
+                ("recommendation updates", recommendation_updates(report)),
                 *((f"{entity} entities", n) for entity, n in outputs["features"].items())],
                ("output", "count")),
         f"<h2>Alerts over event time ({timeline['bucket_s'] // 60} min buckets)</h2>",

@@ -178,6 +178,14 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def recommendation_updates(report: dict) -> int | str:
+    """The updates' count, or why there is none: a replay runs the recommendation steps
+    only with `--recs`, and a 0 would read as a recommender that said nothing."""
+    if report["config"].get("recs") is None:
+        return "not run (--recs)"
+    return report["outputs"]["recommendations"]
+
+
 def summary_tables(report: dict) -> list[Table]:
     """Run, alerts and (when labelled) per-scenario quality, as rich tables."""
     run, outputs, alerts = report["run"], report["outputs"], report["alerts"]
@@ -190,7 +198,7 @@ def summary_tables(report: dict) -> list[Table]:
         ("× real time", run["speedup_vs_real_time"]), ("workers", run["workers"]),
         ("alerts", outputs["alerts"]), ("jukeboxes alerted", alerts["jukeboxes"]),
         ("dead letters", outputs["dead_letters"]["total"]), ("late events", outputs["late_events"]["total"]),
-        ("recommendation updates", outputs["recommendations"]),
+        ("recommendation updates", recommendation_updates(report)),
         ("device / customer entities", (f"{outputs['features'].get('device', 0):,} / "
                                         f"{outputs['features'].get('customer', 0):,}")),
     ):

@@ -304,12 +304,14 @@ def simulate(
                 report = publish_records(simulator_producer_config(client_config), topics, records,
                                          rate=rate, on_progress=show)
             else:
-                report = DeliveryReport()
+                report, record = DeliveryReport(), None
                 for count, record in enumerate(records, 1):
                     report.produced = count
                     report.delivered[f"{record.topic_attr} (file)"] += 1
                     if count % 2000 == 0:
                         show(count, record)
+                if record is not None:  # the last count, not the last multiple of 2,000
+                    show(report.produced, record)
     except KafkaException as exc:
         console.print(f"[red]Kafka client error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -10,7 +10,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from dataflows.backtest_report import alert_timeline, recommendation_quality, report_diff
+from dataflows.backtest_report import (
+    alert_timeline,
+    recommendation_quality,
+    recommendation_updates,
+    report_diff,
+)
 from dataflows.cli import app
 from dataflows.simulate import record_line
 from models.evaluation import episode_metrics
@@ -95,6 +100,8 @@ def test_diff_puts_two_configurations_side_by_side(recorded, tmp_path):
     shown = runner.invoke(app, ["replay", "show", str(tmp_path / "strict" / "report.json"),
                                 "--html", str(tmp_path / "s.html")])
     assert shown.exit_code == 0 and "alerts by reason" in shown.output
+    assert "not run (--recs)" in shown.output  # not "0", which would read as a silent recommender
+    assert "not run (--recs)" in (tmp_path / "s.html").read_text()
     assert (tmp_path / "s.html").read_text().count("<svg") == 3  # reasons, severities, scenarios
 
 
@@ -188,3 +195,4 @@ def test_recommendations_replay_byte_identical_from_a_catalog_file(recorded, tmp
     assert {u.model_version for u in updates} == {"trending"}
     assert all(u.generated_at == u.based_on_event_time for u in updates)  # event time, not wall clock
     assert first["config"]["recs"]["ranked_by"] == "trending"
+    assert recommendation_updates(first) == len(updates) == first["outputs"]["recommendations"]
