@@ -32,6 +32,7 @@ from dataflows.status import metric_sum
 from dataflows.topic_reader import read_topic
 from models.registry import FraudModelRegistry, local_tracking_uri
 from online_store.redis_store import RedisFeatureStore
+from online_store.store_format import entity_key
 from schemas.topics import Topics
 from simulator.simulation import Simulation
 
@@ -177,6 +178,6 @@ def _show_results(stack: LocalStack, topics: Topics, key_prefix: str, now: datet
     for jukebox in shown:
         found = store.read("device", jukebox, now)
         if found is not None:
-            console.print(features_table(found, f"{key_prefix}:device:v1:{jukebox}"))
+            console.print(features_table(found, entity_key(key_prefix, "device", jukebox), console.width))
     console.print("[green]demo finished[/green]: `jukebox stack up` + `jukebox simulate` + "
                   "`jukebox run` do the same step by step.")

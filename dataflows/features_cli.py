@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,21 +34,40 @@ def age_text(age: timedelta) -> str:
     return f"{sign}{s // 86_400}d {s % 86_400 // 3600:02d}h"
 
 
-def features_table(found: EntityFeatures, key: str) -> Table:
-    """Every declared feature of the entity; absent ones (None when written) show as —."""
+def event_time_text(as_of: datetime) -> str:
+    """UTC to the millisecond, with a space where a narrow column may break it.
+
+    >>> event_time_text(datetime(2026, 12, 4, 21, 0, 14, 123456, tzinfo=UTC))
+    '2026-12-04 21:00:14.123Z'
+    """
+    return format_utc(as_of)[:23].replace("T", " ") + "Z"
+
+
+def features_table(found: EntityFeatures, key: str, width: int = 200) -> Table:
+    """Every declared feature of the entity; absent ones (None when written) show as —.
+    Narrower than `_WITH_EVENT_TIME` columns, the event time column is left out (the age
+    says the same, as now − event time) so that no feature name is cut."""
     title = f"{escape(key)}  version {found.version}  written {format_utc(found.written_at)}"
-    table = Table(title=title)
-    for column in ("feature", "value", "unit", "event time", "age", "stale?"):
-        table.add_column(column, justify="right" if column in ("value", "age") else "left")
+    with_time = width >= _WITH_EVENT_TIME
+    table = Table(title=title, box=box.SIMPLE_HEAD,
+                  caption=None if with_time else f"event times shown from {_WITH_EVENT_TIME} columns")
+    columns = ("feature", "value", "unit", "age", "stale?") + (("event time",) if with_time else ())
+    for column in columns:  # the name is what a reader looks for: never cut
+        table.add_column(column, justify="right" if column in ("value", "age") else "left",
+                         no_wrap=column not in ("value", "unit"), overflow="fold")
     for feature in features_of(found.entity):  # type: ignore[arg-type]
         reading = found.readings.get(feature.name)
         if reading is None:
-            table.add_row(feature.name, "—", feature.unit, "", "", "", style="dim")
+            table.add_row(feature.name, "—", feature.unit, "", "", *([""] if with_time else []), style="dim")
             continue
         value = f"{reading.value:.6g}" if isinstance(reading.value, float) else str(reading.value)
-        table.add_row(feature.name, value, feature.unit, format_utc(reading.as_of),
-                      age_text(reading.age), "[red]stale[/red]" if reading.stale else "fresh")
+        table.add_row(feature.name, value, feature.unit, age_text(reading.age),
+                      "[red]stale[/red]" if reading.stale else "fresh",
+                      *([event_time_text(reading.as_of)] if with_time else []))
     return table
+
+
+_WITH_EVENT_TIME = 110
 
 
 @features_app.command("get")
@@ -87,4 +107,4 @@ def get_features(
     if found is None:
         err.print(f"no features stored at {escape(key)} (never written, or expired)")
         raise typer.Exit(1)
-    out.print(features_table(found, key))
+    out.print(features_table(found, key, out.width))

@@ -15,6 +15,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
 import typer
@@ -24,6 +25,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from dataflows.features_cli import age_text
 
 DEFAULT_METRICS_URL = "http://127.0.0.1:9108/metrics"
 
@@ -174,7 +177,8 @@ class StatusView:
         parts: list[RenderableType] = [self._header()]
         if self.error:
             parts.append(Panel(self.error, title="last scrape failed", style="red"))
-        parts += [self._inputs(), self._failures(), self._alerts(), self._models(), self._latency()]
+        parts += [self._inputs(), self._failures(), self._alerts(), self._recommendations(),
+                  self._models(), self._latency()]
         return Group(*parts)
 
     def _header(self) -> RenderableType:
@@ -192,9 +196,10 @@ class StatusView:
         decode, _ = self._rates("jukebox_decode_failures_total", "topic")
         late, _ = self._rates("jukebox_late_events_total", "topic")
         table = Table(title="Inputs", title_justify="left")
-        for column in ("topic", "events", "per s", "time lag", "kafka lag", "decode err", "late"):
+        for column in ("topic", "events", "per s", "time\nlag", "kafka\nlag", "decode\nerrors", "late"):
+            # numbers never wrap (a lag of "5h" over "25m" misreads); a long topic name may
             table.add_column(column, justify="left" if column == "topic" else "right",
-                             no_wrap=column == "topic")
+                             no_wrap=column != "topic", overflow="fold")
         for topic in sorted(set(events) | set(lag) | set(consumer_lag)):
             table.add_row(topic, _count(events.get(topic)), _rate(rates.get(topic)),
                           _seconds(lag.get(topic)), _count(consumer_lag.get(topic)),
@@ -234,6 +239,16 @@ class StatusView:
                           _rate(None if rate is None else rate * 60))
         return table
 
+    def _recommendations(self) -> Text:
+        """What the firmware receives: updates sent, and those held back as unchanged."""
+        updates, rates = self._rates("jukebox_recommendation_updates_total", "result")
+        if not updates:  # an engine that predates the metric
+            return Text("recommendation updates: -")
+        sent = rates.get("sent")
+        per_s = "" if sent is None else f" ({_rate(sent)}/s)"
+        return Text(f"recommendation updates: {_count(updates.get('sent', 0))} sent{per_s}, "
+                    f"{_count(updates.get('suppressed', 0))} suppressed (ranking unchanged)")
+
     def _models(self) -> Table:
         loaded = self.current.total("jukebox_model_loaded", "model")
         versions: dict[str, list[str]] = defaultdict(list)
@@ -263,7 +278,8 @@ class StatusView:
         return table
 
     def _latency(self) -> RenderableType:
-        table = Table(title="Latency and writes", title_justify="left")
+        since = f"last {self._elapsed:.1f}s" if self.previous else "since start"
+        table = Table(title=f"Latency and writes ({since})", title_justify="left")
         for column in ("what", "p50", "p99", "mean", "count"):
             table.add_column(column, justify="left" if column == "what" else "right")
         rows = [("redis write", "jukebox_redis_write_duration_seconds", {})]
@@ -297,11 +313,18 @@ def _rate(value: float | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
+    """A latency or a lag, short enough for a narrow column.
+
+    >>> [_seconds(v) for v in (0.0031, 2.5, 75, 19_512.3, None)]
+    ['3.1 ms', '2.5 s', '1m 15s', '5h 25m', '-']
+    """
     if value is None:
         return "-"
     if abs(value) < 1:
         return f"{value * 1000:.1f} ms"
-    return f"{value:,.1f} s"
+    if abs(value) < 60:
+        return f"{value:.1f} s"
+    return age_text(timedelta(seconds=value))
 
 
 def show_status(url: str, console: Console, sample_seconds: float) -> None:

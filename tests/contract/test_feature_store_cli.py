@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from dataflows.cli import app
+from dataflows.features_cli import features_table
 from online_store.definitions import features_of
 from online_store.feature_row import FeatureRow
 from online_store.redis_store import RedisFeatureStore, redis_client_from
@@ -36,13 +38,27 @@ def test_prints_every_feature_with_unit_event_time_age_and_staleness(cli_env, re
         "device_speed_kmh_last": None})], written_at=datetime.now(UTC))
     result = run("jb-42")
     assert result.exit_code == 0, result.output
-    lines = {line.split()[1]: line for line in result.output.splitlines() if "device_" in line}
+    lines = {line.split()[0]: line for line in result.output.splitlines() if "device_" in line}
     assert set(lines) == {f.name for f in features_of("device")}  # absent ones listed too
     assert "3" in lines["device_plays_5m"].split() and "stale" in lines["device_plays_5m"]
     assert "fresh" in lines["device_plays_24h"] and "0.125" in lines["device_top_song_share_1h"]
     assert "—" in lines["device_speed_kmh_last"] and "km/h" in lines["device_speed_kmh_last"]
-    assert "30m" in lines["device_plays_5m"] and as_of.strftime("%Y-%m-%dT%H:%M") in lines["device_plays_5m"]
+    assert "30m" in lines["device_plays_5m"] and as_of.strftime("%Y-%m-%d %H:%M") in lines["device_plays_5m"]
     assert f"{redis_key_prefix}:device:v1:jb-42" in result.output and "version 7" in result.output
+
+
+def test_in_an_80_column_terminal_every_feature_name_shows_whole(redis_url, redis_key_prefix):
+    now = datetime.now(UTC)
+    store = RedisFeatureStore(redis_client_from(redis_url), redis_key_prefix)
+    store.write([FeatureRow("device", "jb-43", 1, now, {f.name: 1 for f in features_of("device")
+                                                         if f.name.endswith(("_5m", "_1h"))})], now)
+    found = store.read("device", "jb-43", now=now)
+    # the CLI passes its console's width; these tests' consoles are 200 wide (tests/conftest.py)
+    console = Console(width=80, record=True)
+    console.print(features_table(found, "jb:device:v1:jb-43", console.width))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "event times shown from" in text
+    assert {f.name for f in features_of("device")} <= {w for line in text.splitlines() for w in line.split()}
 
 
 def test_customer_entities_are_selected_with_the_entity_option(cli_env, redis_url, redis_key_prefix):

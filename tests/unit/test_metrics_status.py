@@ -39,6 +39,7 @@ def _populate(m: EngineMetrics) -> None:
     m.events_in.labels(topic=PLAYS).inc(12_000)
     m.events_in.labels(topic=PAYMENTS).inc(3_000)
     m.event_time_lag.labels(topic=PLAYS).set(2.5)
+    m.event_time_lag.labels(topic=PAYMENTS).set(19_512.3)  # a replayed backlog, or a stalled input
     m.consumer_lag.labels(topic=PLAYS, partition="0").set(100)
     m.consumer_lag.labels(topic=PLAYS, partition="1").set(250)
     m.decode_failures.labels(topic=PLAYS, reason="malformed_json").inc(7)
@@ -57,6 +58,8 @@ def _populate(m: EngineMetrics) -> None:
         m.redis_write_duration.observe(0.003)
     m.scoring_duration.labels(scorer="fraud-onnx").observe(0.02)
     m.entities_in_state.labels(entity="device").set(52_000)
+    m.recommendation_updates.labels(result="sent").inc(300)
+    m.recommendation_updates.labels(result="suppressed").inc(1_200)
 
 
 @pytest.fixture
@@ -83,6 +86,8 @@ def test_status_command_shows_a_running_engine(endpoint):
     out = result.output
     plays_row = next(line for line in out.splitlines() if PLAYS in line and "12,000" in line)
     assert "2.5 s" in plays_row and "350" in plays_row and "7" in plays_row  # lag, consumer lag, failures
+    assert "5h 25m" in next(line for line in out.splitlines() if PAYMENTS in line and "3,000" in line)
+    assert "recommendation updates: 300 sent, 1,200 suppressed (ranking unchanged)" in out
     assert "malformed_json" in out
     assert "impossible_travel" in out and "high" in out
     assert "jukebox-fraud" in out and "12" in out and "0.310 (device_plays_1h)" in out
@@ -128,6 +133,7 @@ def test_rates_come_from_two_scrapes():
     looping_row = next(line for line in text.splitlines() if "song_looping" in line)
     assert "30.0" in looping_row  # 1 alert in 2 s = 30 per minute
     assert "rates over 2.0s" in text
+    assert "recommendation updates: 0 sent (0.0/s), 0 suppressed" in text
     # Latency over the interval only: all ten writes fell in the (0.1, 0.25] bucket.
     assert histogram_quantile(0.5, histogram_buckets(second, "jukebox_redis_write_duration_seconds", first)) \
         == pytest.approx(0.175)
