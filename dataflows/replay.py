@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import orjson
 import typer
+from bytewax.errors import BytewaxRuntimeError
 from confluent_kafka import KafkaException
 from rich.console import Console
 
@@ -348,6 +349,11 @@ def replay(
     except (HistoryError, KafkaException) as exc:
         console.print(f"[red]cannot read the history:[/red] {exc}")
         raise typer.Exit(1) from None
+    except (KeyboardInterrupt, BytewaxRuntimeError) as exc:  # Bytewax reraises Ctrl-C as its own
+        if not isinstance(exc, KeyboardInterrupt) and not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        console.print(f"replay interrupted after {seen[0]:,} events: no outputs or report written to {out}")
+        raise typer.Exit(130) from None
     if run.split.events == 0:
         console.print(f"[red]no events of {', '.join(topics.inputs)} in the history[/red] "
                       f"(other topics: {dict(run.split.ignored) or 'none'}); is --source-prefix right?")

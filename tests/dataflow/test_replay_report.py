@@ -196,3 +196,23 @@ def test_recommendations_replay_byte_identical_from_a_catalog_file(recorded, tmp
     assert all(u.generated_at == u.based_on_event_time for u in updates)  # event time, not wall clock
     assert first["config"]["recs"]["ranked_by"] == "trending"
     assert recommendation_updates(first) == len(updates) == first["outputs"]["recommendations"]
+
+
+def test_ctrl_c_during_a_replay_writes_nothing_and_exits_130(recorded, tmp_path, monkeypatch):
+    import dataflows.replay as replay_module
+
+    history, labels, _ = recorded
+    read = replay_module.fingerprinted
+
+    def interrupted(records, digest):  # Ctrl-C while Bytewax reads the history
+        for i, record in enumerate(read(records, digest)):
+            if i == 500:
+                raise KeyboardInterrupt
+            yield record
+
+    monkeypatch.setattr(replay_module, "fingerprinted", interrupted)
+    result = runner.invoke(app, ["replay", "--input", str(history), "--labels", str(labels),
+                                 "--out", str(tmp_path / "a"), "--model", "none"])
+    assert result.exit_code == 130, result.output
+    assert "replay interrupted after" in result.output  # Bytewax itself logs where the reading stopped
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
