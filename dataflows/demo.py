@@ -143,8 +143,9 @@ def _show_results(stack: LocalStack, topics: Topics, key_prefix: str, now: datet
 
     flagged = {label["jukebox_id"] for label in labels}
     table = Table(title=f"fraud alerts ({len(alerts):,}) vs labelled episodes")
-    for column in ("first reason", "alerts", "on a labelled jukebox", "severity high+"):
-        table.add_column(column, justify="right" if column != "first reason" else "left")
+    for column in ("first reason", "alerts", "on a labelled\njukebox", "severity\nhigh+"):
+        table.add_column(column, justify="right" if column != "first reason" else "left",
+                         no_wrap=column == "first reason")  # a reason is read whole
     by_reason: dict[str, list[dict]] = {}
     for alert in alerts:
         by_reason.setdefault(alert["reasons"][0], []).append(alert)

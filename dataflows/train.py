@@ -56,7 +56,8 @@ def metrics_table(trained: TrainedFraudModel, replay: AlertReplay) -> Table:
         f"model alert threshold {m.threshold:.3f}"
     )
     table.add_column("scenario", no_wrap=True, min_width=len("account_on_distant_jukeboxes"))
-    for column in ("episodes", "alert precision", "alert recall", "model PR-AUC", "fraud rows"):
+    # two-line headers: at 80 columns one-line ones were cut ("episod…", "preci…")
+    for column in ("epi-\nsodes", "alert\nprecision", "alert\nrecall", "model\nPR-AUC", "fraud\nrows"):
         table.add_column(column, justify="right", min_width=5)
     for scenario in sorted(set(m.by_scenario) | set(replay.by_scenario)):
         a, s = replay.by_scenario.get(scenario), m.by_scenario.get(scenario)
