@@ -40,9 +40,11 @@ def comparison_table(trained: TrainedRecsModel, groups: dict[str, tuple[float, f
     start, end = trained.split_times[1], trained.data_range[1]
     table = Table(title=f"Held-out future plays ({start:%a %H:%M} - {end:%a %H:%M} UTC): "
                         f"top {trained.settings['top_n']} vs songs played in the next hour")
-    for column in ("venues", "samples", "model HR@10", "popularity HR@10", "lift",
-                   "model NDCG@10", "popularity NDCG@10", "lift"):
-        table.add_column(column, justify="right" if column != "venues" else "left")
+    # two-line headers, so that 80 columns cut none ("popula…")
+    for column in ("venues", "samples", "model\nHR@10", "popular\nHR@10", "lift",
+                   "model\nNDCG@10", "popular\nNDCG@10", "lift"):
+        table.add_column(column, justify="right" if column != "venues" else "left",
+                         no_wrap=column != "venues")
     table.add_row("[b]all[/b]", f"{t.model.samples:,}", f"{t.model.hit_rate:.3f}", f"{t.popularity.hit_rate:.3f}",
                   _pct(t.hit_rate_lift), f"{t.model.ndcg:.4f}", f"{t.popularity.ndcg:.4f}", _pct(t.ndcg_lift),
                   end_section=True)
