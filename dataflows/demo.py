@@ -28,7 +28,7 @@ from rich.table import Table
 from dataflows.features_cli import features_table
 from dataflows.local_stack import LocalStack, create_topics, free_port
 from dataflows.simulate import publish_records
-from dataflows.status import metric_sum
+from dataflows.status import ScrapeFailed, metric_sum, scraped
 from dataflows.topic_reader import read_topic
 from models.registry import FraudModelRegistry, local_tracking_uri
 from online_store.redis_store import RedisFeatureStore
@@ -103,12 +103,33 @@ def demo(
                     progress.update(run, completed=done)
                     time.sleep(0.3)
                 progress.update(run, completed=inputs)
-                time.sleep(2.0)  # the last micro-batch's alerts and writes
+                wait_for_quiet_outputs(url)
             finally:
                 flow.terminate()
                 flow.wait(20)
                 log.close()
         _show_results(stack, topics, settings.redis.key_prefix, start + timedelta(hours=hours))
+
+
+OUTPUT_COUNTERS = ("jukebox_alerts_total", "jukebox_dead_letters_total", "jukebox_late_events_total",
+                   "jukebox_recommendation_updates_total", "jukebox_redis_write_rows_total")
+
+
+def wait_for_quiet_outputs(url: str, quiet_s: float = 1.5, timeout_s: float = 20.0) -> None:
+    """Once every input is read, the last micro-batch's alerts, recommendations and Redis
+    writes are still on their way: wait until the engine's output counters stop moving."""
+    last, quiet_since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            page = scraped(url, timeout_s=2.0)
+        except ScrapeFailed:
+            return  # the flow is gone: the caller reports its exit
+        now = tuple(page.sum(name) for name in OUTPUT_COUNTERS)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.25)
 
 
 def _recommendations_table(values: list[bytes]) -> Table:
