@@ -43,6 +43,9 @@ def event_time_text(as_of: datetime) -> str:
     return format_utc(as_of)[:23].replace("T", " ") + "Z"
 
 
+_WITH_EVENT_TIME = 110  # columns: the widest table, event times included, is ~103
+
+
 def features_table(found: EntityFeatures, key: str, width: int = 200) -> Table:
     """Every declared feature of the entity; absent ones (None when written) show as —.
     Narrower than `_WITH_EVENT_TIME` columns, the event time column is left out (the age
@@ -65,9 +68,6 @@ def features_table(found: EntityFeatures, key: str, width: int = 200) -> Table:
                       "[red]stale[/red]" if reading.stale else "fresh",
                       *([event_time_text(reading.as_of)] if with_time else []))
     return table
-
-
-_WITH_EVENT_TIME = 110
 
 
 @features_app.command("get")

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 from prometheus_client import CollectorRegistry
 
 from dataflows.demo import wait_for_quiet_outputs
+from dataflows.local_stack import free_port
 from dataflows.metrics import EngineMetrics, start_metrics_server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_it_returns_only_once_the_output_counters_have_been_still_for_the_quiet_time():
     registry = CollectorRegistry()
     metrics = EngineMetrics(registry)
-    served = start_metrics_server(_free_port(), registry, addr="127.0.0.1")
+    served = start_metrics_server(free_port(), registry, addr="127.0.0.1")
     last_write = [0.0]
 
     def last_micro_batches() -> None:  # outputs keep coming for ~1.2 s after the last input
@@ -46,5 +40,5 @@ def test_it_returns_only_once_the_output_counters_have_been_still_for_the_quiet_
 
 def test_a_flow_that_is_gone_does_not_hold_it():
     started = time.monotonic()
-    wait_for_quiet_outputs(f"http://127.0.0.1:{_free_port()}/metrics", quiet_s=5, timeout_s=10)
+    wait_for_quiet_outputs(f"http://127.0.0.1:{free_port()}/metrics", quiet_s=5, timeout_s=10)
     assert time.monotonic() - started < 3
