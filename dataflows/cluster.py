@@ -22,6 +22,7 @@ from dataflows.live import (
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.recovery_partitions import record_cluster_shape
 from dataflows.settings import JukeboxSettings
+from dataflows.stop_signals import stop_on_signals
 
 
 def _fail(message: str) -> None:
@@ -48,3 +49,4 @@ if settings.flow.metrics_port is not None:
     start_metrics_server(settings.flow.metrics_port)
 if settings.flow.recovery_dir is not None:  # the directory `-r` gets (statefulset.yaml)
     METRICS.watch_recovery_dir(settings.flow.recovery_dir)
+stop_on_signals()  # as `jukebox run` does; here the process is often a container's PID 1

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from pathlib import Path
 
 import typer
@@ -25,21 +22,10 @@ from dataflows.live import (
 from dataflows.metrics import METRICS, start_metrics_server
 from dataflows.recovery_partitions import record_cluster_shape
 from dataflows.settings import JukeboxSettings
+from dataflows.stop_signals import stop_on_signals
 from online_store.redis_store import StoreError
 
 console = Console(stderr=True)
-
-
-def stop_at_once(signum: int, _frame: object) -> None:
-    """Ctrl-C or SIGTERM: exit now, as a crash would. Nothing is lost: a restart resumes
-    from the last snapshot and publishes again what the broker had not confirmed (the fault
-    suite's SIGKILL tests). Bytewax's own interrupt aborts the epoch all the same, but with
-    a Rust panic and a traceback (exit 1); SIGTERM's default said nothing at all."""
-    name = signal.Signals(signum).name
-    console.print(f"stopped ({name}); a restart resumes from the last snapshot")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(128 + signum)
 
 
 def check_store_reachable(settings: JukeboxSettings) -> None:
@@ -85,8 +71,6 @@ def run_command(
     console.print(f"consuming from {settings.kafka.bootstrap} with {workers} worker(s)"
                   f"{'' if recovery is None else ', recovery on'}")
     tune_garbage_collector()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # a shell's background job ignores SIGINT
-            signal.signal(signum, stop_at_once)
+    stop_on_signals()
     cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=address_list,
              epoch_interval=epoch_interval(settings), recovery_config=recovery)
