@@ -172,7 +172,7 @@ def test_the_live_flow_and_a_replay_of_its_input_agree(kafka_bootstrap, redis_ur
     The input is in Kafka before the engine starts, as after an outage. An engine at the
     head of its topics instead releases a topic that is at its head, so a record still on
     its way from the producer can come after a later one of another topic (within the
-    5 s lead): 100 % of these alerts alike on an idle machine, 90 % with the machine busy,
+    5 s lead): 100 % of the rule alerts alike on an idle machine, 90 % with the machine busy,
     and 68 % once in CI (2026-12-05), so that case is not a test of equality."""
     records = list(simulation(seed=33).records())
     publish(kafka_bootstrap, topics, [r for r in records if r.topic_attr == "venues"])
