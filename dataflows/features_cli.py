@@ -61,7 +61,7 @@ def features_table(found: EntityFeatures, key: str, width: int = 200) -> Table:
     for feature in features_of(found.entity):  # type: ignore[arg-type]
         reading = found.readings.get(feature.name)
         if reading is None:
-            table.add_row(feature.name, "—", feature.unit, "", "", *([""] if with_time else []), style="dim")
+            table.add_row(feature.name, "—", feature.unit, style="dim")  # rich fills the rest
             continue
         value = f"{reading.value:.6g}" if isinstance(reading.value, float) else str(reading.value)
         table.add_row(feature.name, value, feature.unit, age_text(reading.age),

@@ -4,8 +4,8 @@ River's `HalfSpaceTrees` walks ten node objects deep per tree in Python, for eve
 and every learn: ~100 µs per closed device window, a fifth of a replay's time
 (bench.replay's profile, 2026-12-04). The trees here are River's own (the splits
 `river.tree.padded.make_padded_tree` draws from the same seeded `random.Random` when
-`HalfSpaceTrees.learn_one` builds them, drawn here without importing River), laid out heap-style: node `i`'s children are
-`2i + 1` and `2i + 2`. A batch's root-to-leaf paths are found with one array operation
+`HalfSpaceTrees.learn_one` builds them, drawn here without importing River), laid out
+heap-style: node `i`'s children are `2i + 1` and `2i + 2`. A batch's root-to-leaf paths are found with one array operation
 per level, and a window's learning adds a count to each node of its paths.
 
 Scores are River's to the bit: masses are integers, so River's float sums of
